@@ -1,0 +1,481 @@
+//! The HTTP client: URL building, auth header, per-request timeout, and the
+//! retry loop (policy from `throttle::RetryPolicy`, pacing from `Throttle`).
+//!
+//! Must not log or format headers: the `Authorization` value is marked
+//! sensitive and never leaves this file.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::error::{parse_reset, parse_retry_after, ApiError, ErrorKind};
+use super::models::*;
+use crate::throttle::{RetryPolicy, Throttle};
+
+/// Page size asked for; servers cap it silently anyway (50 on JSM Cloud).
+pub const PAGE_LIMIT: u64 = 50;
+
+/// Credentials. `Debug` never shows the secret.
+#[derive(Clone)]
+pub enum Auth {
+    /// Cloud API token: `Basic base64(email:token)`.
+    Basic { email: String, token: String },
+    /// OAuth 2.0 access token or Data Center personal access token.
+    Bearer { token: String },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic { email, .. } => write!(f, "Basic({email}, token: [redacted])"),
+            Auth::Bearer { .. } => write!(f, "Bearer([redacted])"),
+        }
+    }
+}
+
+impl Auth {
+    fn header(&self) -> Result<HeaderValue, ErrorKind> {
+        use base64::Engine as _;
+        let raw = match self {
+            Auth::Basic { email, token } => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}"));
+                format!("Basic {b64}")
+            }
+            Auth::Bearer { token } => format!("Bearer {token}"),
+        };
+        let mut v = HeaderValue::from_str(&raw)
+            .map_err(|_| ErrorKind::Local("the credential contains characters not allowed in an HTTP header".into()))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+/// What the client needs to talk to one site.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Site base: `https://x.atlassian.net`, `https://api.atlassian.com/ex/jira/{cloudId}`
+    /// or a Data Center base with its context path.
+    pub site: Url,
+    pub auth: Auth,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A successful call: its value, final status and the attempts it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Called<T> {
+    pub value: T,
+    pub status: u16,
+    pub attempts: u32,
+}
+
+impl<T> Called<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Called<U> {
+        Called { value: f(self.value), status: self.status, attempts: self.attempts }
+    }
+}
+
+/// Whether `PUT .../property/{key}` created or replaced the property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyWrite {
+    Created,
+    Updated,
+}
+
+/// The typed JSM client. Cheap to clone; all clones share one throttle.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api: Url,
+    auth: HeaderValue,
+    timeout: Duration,
+    retry: RetryPolicy,
+    throttle: Arc<Throttle>,
+}
+
+enum Body {
+    None,
+    Json(Vec<u8>),
+}
+
+impl Client {
+    /// Build a client. The site must be `https://`, or `http://` to a
+    /// loopback address (Basic auth over plain HTTP would leak the token).
+    pub fn new(cfg: ClientConfig, throttle: Arc<Throttle>) -> Result<Client, ErrorKind> {
+        check_site(&cfg.site).map_err(ErrorKind::Local)?;
+        let mut api = cfg.site.clone();
+        api.set_query(None);
+        api.set_fragment(None);
+        {
+            let mut segs =
+                api.path_segments_mut().map_err(|_| ErrorKind::Local("the site URL cannot be a base".into()))?;
+            segs.pop_if_empty().push("rest").push("servicedeskapi");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("jsm-orgs/", env!("CARGO_PKG_VERSION"))));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ErrorKind::Local(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { http, api, auth: cfg.auth.header()?, timeout: cfg.timeout, retry: cfg.retry, throttle })
+    }
+
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
+    }
+
+    /// The API base this client calls (`SITE/rest/servicedeskapi`).
+    pub fn api_base(&self) -> &Url {
+        &self.api
+    }
+
+    /// Build `API/segments...?query`. Each segment is percent-encoded as one
+    /// path segment; `""`, `"."` and `".."` cannot be sent as one (URL
+    /// normalisation would silently address another resource), so they are
+    /// refused.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(ApiError {
+                kind: ErrorKind::Local(format!("{bad:?} cannot be sent as a property key or service desk id")),
+                attempts: 0,
+            });
+        }
+        let mut u = self.api.clone();
+        u.path_segments_mut().expect("checked in new").extend(segments);
+        if !query.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(u)
+    }
+
+    /// Send one logical call, retrying transient failures per the policy.
+    /// `decode` turns a success (status, body) into the value; a decode
+    /// failure counts as a transient error (truncated bodies happen).
+    async fn call<T>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body,
+        decode: impl Fn(StatusCode, &Bytes) -> Result<T, String>,
+    ) -> Result<Called<T>, ApiError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let kind = match self.attempt(&method, &url, &body).await {
+                Ok((status, bytes)) => match decode(status, &bytes) {
+                    Ok(value) => return Ok(Called { value, status: status.as_u16(), attempts: attempt }),
+                    Err(detail) => ErrorKind::Decode { status: status.as_u16(), detail },
+                },
+                Err(kind) => kind,
+            };
+            if kind.is_fatal() {
+                let err = ApiError { kind, attempts: attempt };
+                self.throttle.abort(err.fatal_hint().unwrap_or("fatal HTTP status"));
+                return Err(err);
+            }
+            let delay = self.retry.next_delay(attempt, &kind, rand::random::<f64>());
+            self.throttle.on_error(&kind, delay);
+            match delay {
+                Some(d) => {
+                    tracing::debug!(%method, path = url.path(), attempt, error = %kind, ?d, "retrying");
+                    self.throttle.on_retry();
+                    // A 429's delay is served as the shared cooldown in acquire().
+                    if !kind.is_rate_limited() {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+                None => return Err(ApiError { kind, attempts: attempt }),
+            }
+        }
+    }
+
+    /// One HTTP exchange: a throttle slot, the request, the full body.
+    async fn attempt(&self, method: &Method, url: &Url, body: &Body) -> Result<(StatusCode, Bytes), ErrorKind> {
+        let _permit = self.throttle.acquire().await?;
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .timeout(self.timeout);
+        if let Body::Json(bytes) = body {
+            req = req.header(CONTENT_TYPE, "application/json").body(bytes.clone());
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let retry_after = retry_hint(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        tracing::trace!(%method, path = url.path(), status = status.as_u16(), "response");
+        if status.is_success() {
+            return Ok((status, bytes));
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .ok()
+            .and_then(|b| b.text())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        Err(ErrorKind::Status { status: status.as_u16(), message: truncate(&message, 500), retry_after })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ErrorKind {
+        if e.is_timeout() {
+            ErrorKind::Timeout(self.timeout)
+        } else {
+            // reqwest's Display names the URL but never headers.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            ErrorKind::Connection(truncate(&msg, 300))
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<Called<T>, ApiError> {
+        self.call(Method::GET, url, Body::None, |_, b| json(b)).await
+    }
+
+    async fn send_no_content(&self, method: Method, url: Url, body: Body) -> Result<Called<()>, ApiError> {
+        self.call(method, url, body, |_, _| Ok(())).await
+    }
+
+    // ----- organizations -----------------------------------------------
+
+    /// `GET /organization?start&limit`.
+    pub async fn organizations_page(&self, start: u64, limit: u64) -> Result<Called<Page<Organization>>, ApiError> {
+        self.get_json(self.url(&["organization"], &paging(start, limit))?).await
+    }
+
+    /// Every organization, following `isLastPage`.
+    pub async fn all_organizations(&self) -> Result<Called<Vec<Organization>>, ApiError> {
+        collect_pages(|start| self.organizations_page(start, PAGE_LIMIT)).await
+    }
+
+    /// `POST /organization` — idempotent by name on JSM Cloud.
+    pub async fn create_organization(&self, name: &str) -> Result<Called<Organization>, ApiError> {
+        let body = serde_json::to_vec(&CreateOrganization { name }).expect("serializable");
+        self.call(Method::POST, self.url(&["organization"], &[])?, Body::Json(body), |_, b| json(b)).await
+    }
+
+    /// `GET /organization/{id}`.
+    pub async fn organization(&self, id: u64) -> Result<Called<Organization>, ApiError> {
+        self.get_json(self.url(&["organization", &id.to_string()], &[])?).await
+    }
+
+    /// `DELETE /organization/{id}`.
+    pub async fn delete_organization(&self, id: u64) -> Result<Called<()>, ApiError> {
+        self.send_no_content(Method::DELETE, self.url(&["organization", &id.to_string()], &[])?, Body::None).await
+    }
+
+    // ----- properties ---------------------------------------------------
+
+    /// `GET /organization/{id}/property`.
+    pub async fn property_keys(&self, id: u64) -> Result<Called<Vec<String>>, ApiError> {
+        let url = self.url(&["organization", &id.to_string(), "property"], &[])?;
+        let keys: Called<PropertyKeys> = self.get_json(url).await?;
+        Ok(keys.map(|k| k.keys.into_iter().map(|k| k.key).collect()))
+    }
+
+    /// `GET /organization/{id}/property/{key}`.
+    pub async fn property(&self, id: u64, key: &str) -> Result<Called<EntityProperty>, ApiError> {
+        self.get_json(self.url(&["organization", &id.to_string(), "property", key], &[])?).await
+    }
+
+    /// `PUT /organization/{id}/property/{key}` with the raw JSON value as body.
+    pub async fn set_property(
+        &self,
+        id: u64,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<Called<PropertyWrite>, ApiError> {
+        let url = self.url(&["organization", &id.to_string(), "property", key], &[])?;
+        let body = serde_json::to_vec(value).expect("serializable");
+        self.call(Method::PUT, url, Body::Json(body), |status, _| {
+            Ok(if status == StatusCode::CREATED { PropertyWrite::Created } else { PropertyWrite::Updated })
+        })
+        .await
+    }
+
+    /// `DELETE /organization/{id}/property/{key}`.
+    pub async fn delete_property(&self, id: u64, key: &str) -> Result<Called<()>, ApiError> {
+        let url = self.url(&["organization", &id.to_string(), "property", key], &[])?;
+        self.send_no_content(Method::DELETE, url, Body::None).await
+    }
+
+    // ----- members ------------------------------------------------------
+
+    /// `GET /organization/{id}/user?start&limit` (ordered by accountId).
+    pub async fn users_page(&self, id: u64, start: u64, limit: u64) -> Result<Called<Page<User>>, ApiError> {
+        self.get_json(self.url(&["organization", &id.to_string(), "user"], &paging(start, limit))?).await
+    }
+
+    /// Every member of an organization.
+    pub async fn all_users(&self, id: u64) -> Result<Called<Vec<User>>, ApiError> {
+        collect_pages(|start| self.users_page(id, start, PAGE_LIMIT)).await
+    }
+
+    /// `POST /organization/{id}/user {"accountIds": [...]}`.
+    pub async fn add_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
+        let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
+        let url = self.url(&["organization", &id.to_string(), "user"], &[])?;
+        self.send_no_content(Method::POST, url, Body::Json(body)).await
+    }
+
+    /// `DELETE /organization/{id}/user {"accountIds": [...]}`.
+    pub async fn remove_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
+        let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
+        let url = self.url(&["organization", &id.to_string(), "user"], &[])?;
+        self.send_no_content(Method::DELETE, url, Body::Json(body)).await
+    }
+
+    // ----- service desks ------------------------------------------------
+
+    /// `GET /servicedesk?start&limit`.
+    pub async fn service_desks_page(&self, start: u64, limit: u64) -> Result<Called<Page<ServiceDesk>>, ApiError> {
+        self.get_json(self.url(&["servicedesk"], &paging(start, limit))?).await
+    }
+
+    /// Every service desk.
+    pub async fn all_service_desks(&self) -> Result<Called<Vec<ServiceDesk>>, ApiError> {
+        collect_pages(|start| self.service_desks_page(start, PAGE_LIMIT)).await
+    }
+
+    /// `GET /servicedesk/{sd}/organization?start&limit`.
+    pub async fn desk_organizations_page(
+        &self,
+        desk: &str,
+        start: u64,
+        limit: u64,
+    ) -> Result<Called<Page<Organization>>, ApiError> {
+        self.get_json(self.url(&["servicedesk", desk, "organization"], &paging(start, limit))?).await
+    }
+
+    /// Every organization linked to a service desk.
+    pub async fn all_desk_organizations(&self, desk: &str) -> Result<Called<Vec<Organization>>, ApiError> {
+        collect_pages(|start| self.desk_organizations_page(desk, start, PAGE_LIMIT)).await
+    }
+
+    /// `POST /servicedesk/{sd}/organization {"organizationId": id}`.
+    pub async fn link_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
+        let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
+        let url = self.url(&["servicedesk", desk, "organization"], &[])?;
+        self.send_no_content(Method::POST, url, Body::Json(body)).await
+    }
+
+    /// `DELETE /servicedesk/{sd}/organization {"organizationId": id}`.
+    pub async fn unlink_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
+        let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
+        let url = self.url(&["servicedesk", desk, "organization"], &[])?;
+        self.send_no_content(Method::DELETE, url, Body::Json(body)).await
+    }
+}
+
+/// Follow pages until `isLastPage`, advancing `start` by the number of values
+/// received (servers cap `limit` silently). Attempts are summed.
+pub async fn collect_pages<T, F, Fut>(mut fetch: F) -> Result<Called<Vec<T>>, ApiError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Called<Page<T>>, ApiError>>,
+{
+    let mut all = Vec::new();
+    let mut start = 0u64;
+    let mut attempts = 0u32;
+    loop {
+        let page = fetch(start).await.map_err(|e| ApiError { attempts: attempts + e.attempts, ..e })?;
+        attempts += page.attempts;
+        let n = page.value.values.len() as u64;
+        let last = page.value.is_last_page;
+        all.extend(page.value.values);
+        // An empty page that claims more would loop forever: stop.
+        if last || n == 0 {
+            return Ok(Called { value: all, status: page.status, attempts });
+        }
+        start += n;
+    }
+}
+
+fn paging(start: u64, limit: u64) -> [(&'static str, String); 2] {
+    [("start", start.to_string()), ("limit", limit.to_string())]
+}
+
+fn json<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| truncate(&e.to_string(), 200))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// `Retry-After` first, then `X-RateLimit-Reset`.
+fn retry_hint(h: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    text("retry-after")
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .or_else(|| text("x-ratelimit-reset").and_then(|v| parse_reset(v, chrono::Utc::now())))
+}
+
+/// `https://` anywhere; `http://` only to loopback.
+pub fn check_site(site: &Url) -> Result<(), String> {
+    match site.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match site.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "refusing plain http:// to {}: credentials would cross the network unencrypted; use https://",
+                    site.host_str().unwrap_or("?")
+                ))
+            }
+        }
+        other => Err(format!("unsupported URL scheme {other:?}: use https://")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in ["https://acme.atlassian.net", "http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"] {
+            assert!(check_site(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+        for bad in ["http://acme.atlassian.net", "http://10.0.0.1", "ftp://x"] {
+            assert!(check_site(&Url::parse(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn auth_debug_hides_secrets() {
+        let a = Auth::Basic { email: "a@b.c".into(), token: "s3cr3t".into() };
+        let b = Auth::Bearer { token: "t0k3n".into() };
+        assert!(!format!("{a:?}{b:?}").contains("s3cr3t"));
+        assert!(!format!("{a:?}{b:?}").contains("t0k3n"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Typed client of the JSM organization REST API: one async method per
+//! operation, paging, auth, retries through the shared [`Throttle`].
+//!
+//! It knows nothing of CSV, plans, reports or progress bars: callers get typed
+//! values or an [`ApiError`] that says whether it is transient or fatal, and
+//! how many attempts the call took.
+//!
+//! [`Throttle`]: crate::throttle::Throttle
+
+pub mod client;
+pub mod error;
+pub mod models;
+
+pub use client::{Auth, Called, Client, ClientConfig, PropertyWrite};
+pub use error::{ApiError, ErrorKind};
+pub use models::{EntityProperty, Organization, Page, PropertyKeys, ServiceDesk, User};

@@ -1,0 +1,30 @@
+//! Thin shell: parse, set up logging and the runtime, call `jsm_orgs::run`,
+//! exit with its code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use jsm_orgs::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { jsm_orgs::EXIT_USAGE } else { jsm_orgs::EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    jsm_orgs::init_logging(if cli.quiet { 0 } else { 1 + cli.verbose });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(jsm_orgs::EXIT_ABORTED);
+        }
+    };
+    let env = jsm_orgs::Env::from_process();
+    let tty = std::io::stderr().is_terminal();
+    ExitCode::from(runtime.block_on(jsm_orgs::run(cli, &env, tty)))
+}

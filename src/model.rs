@@ -1,0 +1,97 @@
+//! Snapshot records: the rows of `organizations`, `members`, `properties` and
+//! `service_desks` files exactly as DESIGN.md names their fields.
+//!
+//! Owns the on-disk shape shared by `export` (writes them), `sandbox --seed`
+//! (reads them) and `import` (restores them). It must not know about HTTP or
+//! the API's own JSON shapes (those live in `api::models`), so that the file
+//! format can stay stable while the wire format drifts.
+
+use serde::{Deserialize, Serialize};
+
+/// Snapshot format name written to `manifest.json`.
+pub const FORMAT_NAME: &str = "jsm-orgs-snapshot";
+/// Snapshot format version written to `manifest.json`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The four data files of a snapshot, in the order they are written.
+pub const DATA_FILES: [&str; 4] = ["organizations", "members", "properties", "service_desks"];
+
+/// One organization (`organizations.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgRecord {
+    /// Numeric id as the site stores it (a JSON string on the wire).
+    pub id: u64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim_managed: Option<bool>,
+    /// The site's `created` DateDTO, kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<serde_json::Value>,
+}
+
+/// One membership (`members.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub organization: String,
+    pub organization_id: u64,
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// One entity property (`properties.jsonl`); `value` is any JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertyRecord {
+    pub organization: String,
+    pub organization_id: u64,
+    pub key: String,
+    pub value: serde_json::Value,
+}
+
+/// One organization ↔ service desk link (`service_desks.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeskLinkRecord {
+    pub organization: String,
+    pub organization_id: u64,
+    pub service_desk_id: String,
+}
+
+/// Value of `csv_formula_escape` in `manifest.json` for CSV snapshots whose
+/// cells went through [`escape_formula`].
+pub const CSV_FORMULA_ESCAPE: &str = "apostrophe";
+
+/// Escape a CSV cell that a spreadsheet would run as a formula (first char
+/// `=`, `+`, `-`, `@`, tab or CR) by prefixing `'`. A cell that already starts
+/// with `'` gets one more, so [`unescape_formula`] restores every cell exactly.
+pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+/// Undo [`escape_formula`]: drop one leading `'`.
+pub fn unescape_formula(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_escape_round_trips_every_cell() {
+        for s in [
+            "=SUM(A1)", "+1", "-2", "@x", "\tx", "\rx", "'quoted", "''", "plain", "", "a=b",
+        ] {
+            assert_eq!(unescape_formula(&escape_formula(s)), s, "{s:?}");
+        }
+        assert_eq!(escape_formula("=1+1"), "'=1+1");
+        assert_eq!(escape_formula("plain"), "plain");
+        assert_eq!(escape_formula("'x"), "''x");
+    }
+}

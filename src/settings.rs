@@ -1,0 +1,343 @@
+//! Validated settings: the CLI and the environment turned, once, into plain
+//! structs that the rest of the tool consumes.
+//!
+//! Owns every check of flag values and combinations, and where credentials
+//! come from. Code below this module never sees clap types, and no error here
+//! ever quotes a secret (it names the variable or file instead).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::api::client::check_site;
+use crate::api::{Auth, ClientConfig};
+use crate::cli::{Cli, Command, ConnArgs, FormatArg};
+use crate::sandbox::{SandboxConfig, SandboxCredentials};
+use crate::snapshot::{ExportOptions, Format};
+use crate::throttle::{RetryPolicy, ThrottleConfig};
+
+/// The process environment, passed in so tests can run in-process without
+/// touching global state.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env { vars: std::env::vars().collect() }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Env {
+        Env { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    }
+
+    /// A non-empty value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Bad usage: exit 2, nothing sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// How to reach and pace one site.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub client: ClientConfig,
+    pub throttle: ThrottleConfig,
+    /// The site URL as it may be shown (never carries credentials).
+    pub site_display: String,
+}
+
+/// Options of `import`.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub paths: Vec<PathBuf>,
+    pub dry_run: bool,
+    pub report: PathBuf,
+    pub prune: bool,
+    pub strict: bool,
+    pub chunk_size: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub enum Task {
+    Export { conn: Connection, opts: ExportOptions },
+    Import { conn: Connection, opts: ImportOptions },
+    Sandbox(SandboxConfig),
+    Demo { dir: Option<PathBuf>, progress: bool },
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub task: Task,
+    /// 0 = warnings, 1 = info (default), 2 = debug, 3+ = trace.
+    pub verbosity: u8,
+    pub quiet: bool,
+}
+
+impl Settings {
+    /// `progress_tty`: whether stderr is a terminal (progress bars only then).
+    pub fn from_cli(cli: Cli, env: &Env, progress_tty: bool) -> Result<Settings, UsageError> {
+        let progress = progress_tty && !cli.quiet;
+        let verbosity = if cli.quiet { 0 } else { 1 + cli.verbose };
+        let task = match cli.command {
+            Command::Export(a) => {
+                let conn = connection(&a.conn, env)?;
+                if a.service_desks.iter().any(|d| d.trim().is_empty()) {
+                    return usage("--service-desk needs a service desk id");
+                }
+                let opts = ExportOptions {
+                    out: a.out,
+                    format: match a.format {
+                        FormatArg::Jsonl => Format::Jsonl,
+                        FormatArg::Csv => Format::Csv,
+                    },
+                    service_desks: a.service_desks,
+                    overwrite: a.overwrite,
+                    site: conn.site_display.clone(),
+                    progress,
+                };
+                Task::Export { conn, opts }
+            }
+            Command::Import(a) => {
+                let conn = connection(&a.conn, env)?;
+                if !(1..=50).contains(&a.chunk_size) {
+                    return usage(format!("--chunk-size must be 1..=50, got {}", a.chunk_size));
+                }
+                let report = a.report.unwrap_or_else(default_report_path);
+                Task::Import {
+                    conn,
+                    opts: ImportOptions {
+                        paths: a.paths,
+                        dry_run: a.dry_run,
+                        report,
+                        prune: a.prune,
+                        strict: a.strict,
+                        chunk_size: a.chunk_size,
+                        progress,
+                    },
+                }
+            }
+            Command::Sandbox(a) => {
+                let listen: SocketAddr = a
+                    .listen
+                    .parse()
+                    .map_err(|_| UsageError(format!("--listen {:?} is not an address like 127.0.0.1:8080", a.listen)))?;
+                if !listen.ip().is_loopback() {
+                    return usage("the sandbox only listens on loopback addresses (127.0.0.0/8 or ::1)");
+                }
+                if !(0.0..=1.0).contains(&a.fail_rate) {
+                    return usage("--fail-rate must be between 0 and 1");
+                }
+                if let Some(r) = a.rate_limit {
+                    if !(r.is_finite() && r > 0.0) {
+                        return usage("--rate-limit must be a positive number");
+                    }
+                }
+                if a.page_cap == 0 {
+                    return usage("--page-cap must be at least 1");
+                }
+                Task::Sandbox(SandboxConfig {
+                    listen,
+                    seed: a.seed,
+                    service_desks: a.service_desks.into_iter().filter(|d| !d.trim().is_empty()).collect(),
+                    latency: Duration::from_millis(a.latency_ms),
+                    rate_limit: a.rate_limit,
+                    fail_rate: a.fail_rate,
+                    page_cap: a.page_cap,
+                    credentials: SandboxCredentials::from_env(),
+                })
+            }
+            Command::Demo(a) => Task::Demo { dir: a.dir, progress },
+        };
+        Ok(Settings { task, verbosity, quiet: cli.quiet })
+    }
+}
+
+fn default_report_path() -> PathBuf {
+    PathBuf::from(format!("jsm-orgs-report-{}.csv", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
+}
+
+/// Check the connection flags and find the credentials.
+pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
+    let Some(site) = a.site.as_deref().filter(|s| !s.trim().is_empty()) else {
+        return usage("--site (or JSM_SITE) is required: e.g. https://acme.atlassian.net");
+    };
+    let mut url = Url::parse(site.trim())
+        .map_err(|e| UsageError(format!("--site is not a valid URL ({e}): e.g. https://acme.atlassian.net")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return usage("--site must not carry credentials; use JSM_EMAIL + JSM_API_TOKEN, JSM_BEARER_TOKEN or --token-file");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return usage("--site must be a base URL without ?query or #fragment");
+    }
+    check_site(&url).map_err(UsageError)?;
+    // A trailing "/rest/servicedeskapi" pasted from the docs is the API, not the site.
+    if let Some(stripped) = url.path().trim_end_matches('/').strip_suffix("/rest/servicedeskapi") {
+        let p = stripped.to_string();
+        url.set_path(&p);
+    }
+    if !(a.rate.is_finite() && a.rate > 0.0) {
+        return usage(format!("--rate must be a positive number, got {}", a.rate));
+    }
+    if !(1..=256).contains(&a.concurrency) {
+        return usage(format!("--concurrency must be 1..=256, got {}", a.concurrency));
+    }
+    if a.max_retries > 100 {
+        return usage("--max-retries must be at most 100");
+    }
+    if !(a.timeout.is_finite() && a.timeout > 0.0 && a.timeout <= 3600.0) {
+        return usage("--timeout must be between 0 and 3600 seconds");
+    }
+    let auth = credentials(a, env)?;
+    let site_display = url.as_str().trim_end_matches('/').to_string();
+    Ok(Connection {
+        client: ClientConfig {
+            site: url,
+            auth,
+            timeout: Duration::from_secs_f64(a.timeout),
+            retry: RetryPolicy { max_retries: a.max_retries, ..RetryPolicy::default() },
+        },
+        throttle: ThrottleConfig {
+            rate: a.rate,
+            concurrency: a.concurrency,
+            min_rate: (a.rate / 50.0).clamp(0.05, 1.0),
+        },
+        site_display,
+    })
+}
+
+/// `--token-file` (Basic with JSM_EMAIL, else Bearer), then JSM_BEARER_TOKEN,
+/// then JSM_EMAIL + JSM_API_TOKEN.
+fn credentials(a: &ConnArgs, env: &Env) -> Result<Auth, UsageError> {
+    let email = env.get("JSM_EMAIL").map(|e| e.trim().to_string());
+    if let Some(path) = &a.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read --token-file {}: {e}", path.display())))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return usage(format!("--token-file {} is empty", path.display()));
+        }
+        if token.contains(['\n', '\r']) {
+            return usage(format!("--token-file {} must hold one token on one line", path.display()));
+        }
+        return Ok(match email {
+            Some(email) => Auth::Basic { email, token },
+            None => Auth::Bearer { token },
+        });
+    }
+    if let Some(token) = env.get("JSM_BEARER_TOKEN") {
+        return Ok(Auth::Bearer { token: token.trim().to_string() });
+    }
+    match (email, env.get("JSM_API_TOKEN")) {
+        (Some(email), Some(token)) => Ok(Auth::Basic { email, token: token.trim().to_string() }),
+        (None, Some(_)) => usage("JSM_API_TOKEN is set but JSM_EMAIL is not: Basic auth needs both"),
+        (Some(_), None) => usage("JSM_EMAIL is set but JSM_API_TOKEN is not (or use --token-file)"),
+        (None, None) => usage(
+            "no credentials: set JSM_EMAIL + JSM_API_TOKEN (Cloud API token), JSM_BEARER_TOKEN \
+             (OAuth or Data Center PAT), or pass --token-file",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str], env: &Env) -> Result<Settings, UsageError> {
+        let mut argv = vec!["jsm-orgs"];
+        argv.extend_from_slice(args);
+        Settings::from_cli(Cli::try_parse_from(argv).unwrap(), env, false)
+    }
+
+    fn basic_env() -> Env {
+        Env::from_pairs([("JSM_EMAIL", "a@example.com"), ("JSM_API_TOKEN", "tok-SECRET")])
+    }
+
+    #[test]
+    fn import_settings_are_validated() {
+        let s = parse(&["import", "x.csv", "--site", "https://acme.atlassian.net", "--chunk-size", "20"], &basic_env())
+            .unwrap();
+        match s.task {
+            Task::Import { conn, opts } => {
+                assert_eq!(opts.chunk_size, 20);
+                assert!(opts.report.to_string_lossy().starts_with("jsm-orgs-report-"));
+                assert_eq!(conn.site_display, "https://acme.atlassian.net");
+                assert!(matches!(conn.client.auth, Auth::Basic { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [&["--chunk-size", "51"][..], &["--chunk-size", "0"], &["--rate", "0"], &["--concurrency", "0"]] {
+            let mut args = vec!["import", "x.csv", "--site", "https://acme.atlassian.net"];
+            args.extend_from_slice(bad);
+            assert!(parse(&args, &basic_env()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_loopback() {
+        let e = parse(&["export", "--out", "o", "--site", "http://acme.example.com"], &basic_env()).unwrap_err();
+        assert!(e.0.contains("refusing plain http://"), "{e}");
+        assert!(parse(&["export", "--out", "o", "--site", "http://127.0.0.1:9"], &basic_env()).is_ok());
+    }
+
+    #[test]
+    fn credentials_precedence_and_errors_never_quote_secrets() {
+        let bearer = Env::from_pairs([("JSM_BEARER_TOKEN", "bear-SECRET")]);
+        let s = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net"], &bearer).unwrap();
+        let Task::Export { conn, .. } = s.task else { panic!() };
+        assert!(matches!(conn.client.auth, Auth::Bearer { .. }));
+
+        let only_token = Env::from_pairs([("JSM_API_TOKEN", "tok-SECRET")]);
+        let e = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net"], &only_token).unwrap_err();
+        assert!(e.0.contains("JSM_EMAIL") && !e.0.contains("SECRET"), "{e}");
+        let none = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net"], &Env::default()).unwrap_err();
+        assert!(none.0.contains("no credentials"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "file-SECRET\n").unwrap();
+        let fp = f.to_str().unwrap();
+        let s = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net", "--token-file", fp], &basic_env())
+            .unwrap();
+        let Task::Export { conn, .. } = s.task else { panic!() };
+        match conn.client.auth {
+            Auth::Basic { token, .. } => assert_eq!(token, "file-SECRET"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn site_with_credentials_or_api_suffix() {
+        let e = parse(&["export", "--out", "o", "--site", "https://u:p@x.atlassian.net"], &basic_env()).unwrap_err();
+        assert!(!e.0.contains(":p@"));
+        let s = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net/jira/rest/servicedeskapi/"], &basic_env())
+            .unwrap();
+        let Task::Export { conn, .. } = s.task else { panic!() };
+        assert_eq!(conn.client.site.path(), "/jira");
+    }
+
+    #[test]
+    fn sandbox_listens_on_loopback_only() {
+        assert!(parse(&["sandbox", "--listen", "0.0.0.0:8080"], &Env::default()).is_err());
+        assert!(parse(&["sandbox", "--listen", "127.0.0.1:0", "--fail-rate", "2"], &Env::default()).is_err());
+        let s = parse(&["sandbox", "--listen", "127.0.0.1:0", "--service-desks", "1,2", "--rate-limit", "50"], &Env::default())
+            .unwrap();
+        let Task::Sandbox(cfg) = s.task else { panic!() };
+        assert_eq!(cfg.service_desks, vec!["1", "2"]);
+        assert_eq!(cfg.rate_limit, Some(50.0));
+    }
+}
