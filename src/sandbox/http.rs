@@ -1,0 +1,727 @@
+//! The sandbox's HTTP face: routes, the gate every API request passes
+//! (count, auth, rate limit, injected faults, latency), and JSM's JSON shapes.
+//!
+//! Owns the wire contract of the 15 organization operations under
+//! `/rest/servicedeskapi` plus the unauthenticated `/__sandbox/*` control
+//! routes. It must not hold the site lock across an await or keep any rule
+//! about the data itself (those live in `store`), so handlers are thin:
+//! parse, lock, call the site, unlock, render.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+use super::conn::ConnHandle;
+use super::error::ApiError;
+use super::store::{self, DeskId, Membership, Org, PropertyWrite, Site, User};
+use super::{Faults, SandboxCredentials, SandboxStats};
+
+/// Where the API lives under the site base.
+pub(crate) const API_PREFIX: &str = "/rest/servicedeskapi";
+/// Default `limit` of paged lists.
+const DEFAULT_LIMIT: usize = 50;
+/// The body that replaces a JSON success body when `malformed_rate` fires.
+const MALFORMED_BODY: &str = "{\"values\": [";
+
+/// Everything the server shares between requests.
+pub(crate) struct App {
+    pub site: Mutex<Site>,
+    pub stats: Mutex<SandboxStats>,
+    pub faults: RwLock<Faults>,
+    bucket: Mutex<Bucket>,
+    credentials: SandboxCredentials,
+    /// `http://127.0.0.1:PORT`, the site base that links are built on.
+    base: String,
+    page_cap: usize,
+}
+
+impl App {
+    pub fn new(site: Site, faults: Faults, credentials: SandboxCredentials, base: String, page_cap: usize) -> App {
+        App {
+            site: Mutex::new(site),
+            stats: Mutex::new(SandboxStats::default()),
+            faults: RwLock::new(faults),
+            bucket: Mutex::new(Bucket::default()),
+            credentials,
+            base,
+            page_cap: page_cap.max(1),
+        }
+    }
+
+    pub fn site(&self) -> std::sync::MutexGuard<'_, Site> {
+        self.site.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, SandboxStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn current_faults(&self) -> Faults {
+        self.faults.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    pub fn snapshot_stats(&self) -> SandboxStats {
+        self.stats().clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.stats() = SandboxStats::default();
+    }
+
+    /// Counts a request that reached the handler of `route` ("METHOD /template").
+    fn hit(&self, route: &'static str) {
+        let mut stats = self.stats();
+        *stats.by_route.entry(route.to_string()).or_insert(0) += 1;
+        if route.starts_with("GET ") {
+            stats.reads += 1;
+        } else {
+            stats.writes += 1;
+        }
+    }
+
+    fn count(&self, field: fn(&mut SandboxStats) -> &mut u64) {
+        *field(&mut self.stats()) += 1;
+    }
+
+    fn api_base(&self) -> String {
+        format!("{}{API_PREFIX}", self.base)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+                return false;
+            };
+            let Ok(decoded) = String::from_utf8(decoded) else {
+                return false;
+            };
+            decoded.split_once(':') == Some((self.credentials.email.as_str(), self.credentials.api_token.as_str()))
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            self.credentials.bearer.as_deref() == Some(rest) && !rest.is_empty()
+        } else {
+            false
+        }
+    }
+}
+
+/// Token bucket: capacity `max(1, ceil(rate / 5))`, refilled continuously
+/// at `rate` tokens per second. Reset whenever the configured rate changes.
+#[derive(Debug, Default)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    fn capacity(rate: f64) -> f64 {
+        (rate / 5.0).ceil().max(1.0)
+    }
+
+    /// Takes one token, or returns how long until one is available.
+    fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
+        let capacity = Self::capacity(rate);
+        match self.last {
+            Some(last) if self.rate == rate => {
+                let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
+                self.tokens = (self.tokens + refill).min(capacity);
+            }
+            _ => {
+                self.rate = rate;
+                self.tokens = capacity;
+            }
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+/// Marks a response that no route handler produced (unknown path or
+/// method), so the fault layer leaves it alone.
+#[derive(Clone, Copy)]
+struct Unrouted;
+
+/// Builds the whole router: the API behind the gate, and the control routes.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let p = API_PREFIX;
+    let api = Router::new()
+        .route(&format!("{p}/organization"), get(list_orgs).post(create_org))
+        .route(&format!("{p}/organization/{{id}}"), get(get_org).delete(delete_org))
+        .route(&format!("{p}/organization/{{id}}/property"), get(list_properties))
+        .route(
+            &format!("{p}/organization/{{id}}/property/{{key}}"),
+            get(get_property).put(put_property).delete(delete_property),
+        )
+        .route(&format!("{p}/organization/{{id}}/user"), get(list_users).post(add_users).delete(remove_users))
+        .route(&format!("{p}/servicedesk"), get(list_desks))
+        .route(&format!("{p}/servicedesk/{{sd}}/organization"), get(list_desk_orgs).post(link_org).delete(unlink_org))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), gate));
+    let control = Router::new()
+        .route("/__sandbox/stats", get(control_stats))
+        .route("/__sandbox/stats/reset", post(control_reset_stats))
+        .route("/__sandbox/state", get(control_state))
+        .route("/__sandbox/faults", get(control_faults).put(control_set_faults));
+    api.merge(control).with_state(app)
+}
+
+fn chance(p: f64) -> bool {
+    p > 0.0 && (p >= 1.0 || rand::thread_rng().gen::<f64>() < p)
+}
+
+/// The checks every API request passes, in order: count, auth, rate limit,
+/// injected 503, latency; then the handler; then dropped connections and
+/// malformed bodies.
+async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/__sandbox") {
+        return unrouted(ApiError::no_route(req.method().as_str(), req.uri().path()));
+    }
+    app.count(|s| &mut s.total);
+    if !app.authorized(req.headers()) {
+        app.count(|s| &mut s.unauthorized);
+        return ApiError::unauthorized().into_response();
+    }
+    let faults = app.current_faults();
+    if let Some(rate) = faults.rate_limit.filter(|r| r.is_finite() && *r > 0.0) {
+        let taken = app.bucket.lock().unwrap_or_else(|e| e.into_inner()).take(rate, Instant::now());
+        if let Err(wait) = taken {
+            app.count(|s| &mut s.rate_limited);
+            return rate_limited(rate, wait);
+        }
+    }
+    if chance(faults.fail_rate) {
+        app.count(|s| &mut s.injected_failures);
+        return ApiError::injected_failure().into_response();
+    }
+    let mut delay = faults.latency;
+    if chance(faults.slow_rate) {
+        delay += Duration::from_millis(faults.slow_ms);
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+
+    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let conn = req.extensions().get::<ConnectInfo<ConnHandle>>().map(|c| c.0.clone());
+    let response = next.run(req).await;
+    if response.extensions().get::<Unrouted>().is_some() {
+        return response;
+    }
+    if is_write && chance(faults.drop_rate) {
+        if let Some(conn) = conn {
+            conn.kill();
+            app.count(|s| &mut s.dropped);
+            return response;
+        }
+    }
+    let json_success = matches!(response.status(), StatusCode::OK | StatusCode::CREATED)
+        && response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json_success && chance(faults.malformed_rate) {
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(MALFORMED_BODY));
+    }
+    response
+}
+
+fn rate_limited(rate: f64, wait: Duration) -> Response {
+    let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let reset = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(1));
+    let limit = if rate.fract() == 0.0 { format!("{rate:.0}") } else { format!("{rate}") };
+    let mut response = ApiError::rate_limited().into_response();
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set("retry-after", retry_after.to_string());
+    set("x-ratelimit-limit", limit);
+    set("x-ratelimit-remaining", "0".to_string());
+    set("x-ratelimit-reset", reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    set("ratelimit-reason", "jira-burst-based".to_string());
+    response
+}
+
+fn unrouted(err: ApiError) -> Response {
+    let mut response = err.into_response();
+    response.extensions_mut().insert(Unrouted);
+    response
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
+    unrouted(ApiError::no_route(method.as_str(), uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    unrouted(ApiError::method_not_allowed(method.as_str(), uri.path()))
+}
+
+// ---------------------------------------------------------------- helpers
+
+type ApiResult = Result<Response, ApiError>;
+
+/// `start` and `limit` of a list request, `limit` already capped.
+struct PageRequest {
+    start: usize,
+    limit: usize,
+    /// Other query pairs, e.g. `accountId`.
+    extra: BTreeMap<String, String>,
+}
+
+impl PageRequest {
+    fn parse(query: Option<&str>, cap: usize) -> Result<PageRequest, ApiError> {
+        let mut start = 0;
+        let mut limit = DEFAULT_LIMIT;
+        let mut extra = BTreeMap::new();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match k.as_ref() {
+                "start" => start = parse_index(&k, &v, 0)?,
+                "limit" => limit = parse_index(&k, &v, 1)?,
+                _ => {
+                    extra.insert(k.into_owned(), v.into_owned());
+                }
+            }
+        }
+        Ok(PageRequest { start, limit: limit.min(cap), extra })
+    }
+}
+
+fn parse_index(name: &str, raw: &str, min: usize) -> Result<usize, ApiError> {
+    raw.trim().parse::<u64>().ok().and_then(|n| usize::try_from(n).ok()).filter(|n| *n >= min).ok_or_else(|| {
+        ApiError::bad_request(
+            format!("The query parameter {name}={raw:?} must be an integer of at least {min}."),
+            "sd.rest.error.invalid.paging",
+        )
+    })
+}
+
+/// Renders a `PagedDTO`. `fetched` holds up to `limit + 1` items; the extra
+/// one only tells whether another page follows.
+fn paged(app: &App, path: &str, page: &PageRequest, mut fetched: Vec<Value>) -> Response {
+    let is_last = fetched.len() <= page.limit;
+    fetched.truncate(page.limit);
+    let api = app.api_base();
+    let link = |start: usize| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &page.extra {
+            q.append_pair(k, v);
+        }
+        q.append_pair("start", &start.to_string());
+        q.append_pair("limit", &page.limit.to_string());
+        format!("{api}{path}?{}", q.finish())
+    };
+    let mut links = Map::new();
+    links.insert("base".into(), json!(api));
+    links.insert("context".into(), json!(""));
+    if !is_last {
+        links.insert("next".into(), json!(link(page.start + page.limit)));
+    }
+    if page.start > 0 {
+        links.insert("prev".into(), json!(link(page.start.saturating_sub(page.limit))));
+    }
+    links.insert("self".into(), json!(link(page.start)));
+    Json(json!({
+        "_expands": [],
+        "size": fetched.len(),
+        "start": page.start,
+        "limit": page.limit,
+        "isLastPage": is_last,
+        "_links": links,
+        "values": fetched,
+    }))
+    .into_response()
+}
+
+/// A path extractor whose rejection becomes an `ErrorResponse` in the handler.
+type PathArg<T> = Result<Path<T>, PathRejection>;
+
+fn path_arg<T>(arg: PathArg<T>) -> Result<T, ApiError> {
+    arg.map(|Path(t)| t).map_err(|e| ApiError::bad_request(e.body_text(), "sd.rest.error.invalid.path"))
+}
+
+fn org_id(raw: &str) -> Result<u64, ApiError> {
+    raw.trim().parse::<u64>().map_err(|_| ApiError::invalid_org_id(raw))
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_body("it is empty"));
+    }
+    serde_json::from_slice(body).map_err(ApiError::invalid_body)
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986 unreserved).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn org_dto(api: &str, org: &Org) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(org.id.to_string()));
+    m.insert("name".into(), json!(org.name));
+    if let Some(uuid) = &org.uuid {
+        m.insert("uuid".into(), json!(uuid));
+    }
+    if let Some(scim) = org.scim_managed {
+        m.insert("scimManaged".into(), json!(scim));
+    }
+    if let Some(created) = &org.created {
+        m.insert("created".into(), created.clone());
+    }
+    m.insert("_links".into(), json!({ "self": format!("{api}/organization/{}", org.id) }));
+    Value::Object(m)
+}
+
+fn user_dto(base: &str, account_id: &str, user: &User) -> Value {
+    let enc = encode_segment(account_id);
+    let rest = format!("{base}/rest/api/2/user?accountId={enc}");
+    let avatar = |size: u32| format!("{base}/secure/useravatar?size={size}&ownerId={enc}");
+    let mut m = Map::new();
+    m.insert("accountId".into(), json!(account_id));
+    if let Some(email) = &user.email {
+        m.insert("emailAddress".into(), json!(email));
+    }
+    m.insert("displayName".into(), json!(user.display_name));
+    m.insert("active".into(), json!(true));
+    m.insert("timeZone".into(), json!("UTC"));
+    m.insert(
+        "_links".into(),
+        json!({
+            "jiraRest": rest,
+            "avatarUrls": {
+                "48x48": avatar(48),
+                "24x24": avatar(24),
+                "16x16": avatar(16),
+                "32x32": avatar(32),
+            },
+            "self": rest,
+        }),
+    );
+    Value::Object(m)
+}
+
+fn desk_dto(api: &str, desk: &DeskId) -> Value {
+    let project_id = match desk.0.parse::<u64>() {
+        Ok(n) => n.saturating_add(10_000).to_string(),
+        Err(_) => desk.0.clone(),
+    };
+    json!({
+        "id": desk.0,
+        "projectId": project_id,
+        "projectName": format!("Service desk {}", desk.0),
+        "projectKey": store::project_key(&desk.0),
+        "projectTypeKey": "service_desk",
+        "_links": { "self": format!("{api}/servicedesk/{}", encode_segment(&desk.0)) },
+    })
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The account ids of a member change body (`accountIds`; the retired
+/// `usernames` field is tolerated but ignored).
+fn account_ids(body: &Bytes) -> Result<Vec<String>, ApiError> {
+    let value = parse_body(body)?;
+    let ids = value
+        .get("accountIds")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid_body("accountIds must be a non-empty array of strings"))?;
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ApiError::invalid_body("accountIds must contain strings only"))?;
+    if ids.is_empty() {
+        return Err(ApiError::invalid_body("accountIds must not be empty"));
+    }
+    Ok(ids)
+}
+
+/// The `organizationId` of a desk link body: an integer or a numeric string.
+fn organization_id(body: &Bytes) -> Result<u64, ApiError> {
+    let value = parse_body(body)?;
+    match value.get("organizationId") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid_body("organizationId must be an integer"))
+}
+
+// ---------------------------------------------------------------- organizations
+
+async fn list_orgs(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResult {
+    app.hit("GET /organization");
+    let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
+    let api = app.api_base();
+    let values: Vec<Value> = {
+        let site = app.site();
+        let member = page.extra.get("accountId").map(String::as_str);
+        site.orgs_page(member, page.start, page.limit + 1).into_iter().map(|o| org_dto(&api, o)).collect()
+    };
+    Ok(paged(&app, "/organization", &page, values))
+}
+
+async fn create_org(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
+    app.hit("POST /organization");
+    let value = parse_body(&body)?;
+    let name =
+        value.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid_body("name must be a string"))?;
+    let dto = {
+        let mut site = app.site();
+        org_dto(&app.api_base(), site.create_org(name)?)
+    };
+    Ok((StatusCode::CREATED, Json(dto)).into_response())
+}
+
+async fn get_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
+    app.hit("GET /organization/{id}");
+    let id = path_arg(id)?;
+    let id = org_id(&id)?;
+    let dto = org_dto(&app.api_base(), app.site().org(id)?);
+    Ok(Json(dto).into_response())
+}
+
+async fn delete_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
+    app.hit("DELETE /organization/{id}");
+    let id = path_arg(id)?;
+    let id = org_id(&id)?;
+    app.site().delete_org(id)?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- properties
+
+async fn list_properties(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
+    app.hit("GET /organization/{id}/property");
+    let id = path_arg(id)?;
+    let id = org_id(&id)?;
+    let api = app.api_base();
+    let keys: Vec<Value> = {
+        let site = app.site();
+        site.org(id)?
+            .properties
+            .keys()
+            .map(|k| {
+                json!({
+                    "self": format!("{api}/organization/{id}/property/{}", encode_segment(k)),
+                    "key": k,
+                })
+            })
+            .collect()
+    };
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
+async fn get_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>) -> ApiResult {
+    app.hit("GET /organization/{id}/property/{key}");
+    let (id, key) = path_arg(args)?;
+    let id = org_id(&id)?;
+    let value = app.site().property(id, &key)?.clone();
+    Ok(Json(json!({ "key": key, "value": value })).into_response())
+}
+
+async fn put_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>, body: Bytes) -> ApiResult {
+    app.hit("PUT /organization/{id}/property/{key}");
+    let (id, key) = path_arg(args)?;
+    let id = org_id(&id)?;
+    store::check_property_key(&key)?;
+    if body.len() > store::MAX_VALUE_BYTES {
+        return Err(ApiError::bad_request(
+            format!("The property value must not exceed {} bytes (got {}).", store::MAX_VALUE_BYTES, body.len()),
+            "jira.properties.service.too.long.value",
+        ));
+    }
+    let value = parse_body(&body)?;
+    let outcome = app.site().set_property(id, &key, value)?;
+    Ok(match outcome {
+        PropertyWrite::Created => StatusCode::CREATED,
+        PropertyWrite::Updated => StatusCode::OK,
+    }
+    .into_response())
+}
+
+async fn delete_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>) -> ApiResult {
+    app.hit("DELETE /organization/{id}/property/{key}");
+    let (id, key) = path_arg(args)?;
+    let id = org_id(&id)?;
+    app.site().delete_property(id, &key)?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- members
+
+async fn list_users(State(app): State<Arc<App>>, id: PathArg<String>, RawQuery(q): RawQuery) -> ApiResult {
+    app.hit("GET /organization/{id}/user");
+    let id = path_arg(id)?;
+    let id = org_id(&id)?;
+    let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
+    let members = app.site().members_page(id, page.start, page.limit + 1)?;
+    let values = members.iter().map(|(account, user)| user_dto(&app.base, account, user)).collect();
+    Ok(paged(&app, &format!("/organization/{id}/user"), &page, values))
+}
+
+async fn add_users(State(app): State<Arc<App>>, id: PathArg<String>, body: Bytes) -> ApiResult {
+    app.hit("POST /organization/{id}/user");
+    let id = path_arg(id)?;
+    change_users(&app, &id, &body, Membership::Add)
+}
+
+async fn remove_users(State(app): State<Arc<App>>, id: PathArg<String>, body: Bytes) -> ApiResult {
+    app.hit("DELETE /organization/{id}/user");
+    let id = path_arg(id)?;
+    change_users(&app, &id, &body, Membership::Remove)
+}
+
+fn change_users(app: &App, id: &str, body: &Bytes, change: Membership) -> ApiResult {
+    let id = org_id(id)?;
+    app.site().org(id)?;
+    let ids = account_ids(body)?;
+    app.site().change_members(id, &ids, change)?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- service desks
+
+async fn list_desks(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResult {
+    app.hit("GET /servicedesk");
+    let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
+    let api = app.api_base();
+    let values = app.site().desks_page(page.start, page.limit + 1).into_iter().map(|d| desk_dto(&api, d)).collect();
+    Ok(paged(&app, "/servicedesk", &page, values))
+}
+
+async fn list_desk_orgs(State(app): State<Arc<App>>, sd: PathArg<String>, RawQuery(q): RawQuery) -> ApiResult {
+    app.hit("GET /servicedesk/{id}/organization");
+    let sd = path_arg(sd)?;
+    let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
+    let api = app.api_base();
+    let values = {
+        let site = app.site();
+        let desk = site.desk(&sd)?;
+        site.desk_orgs_page(&desk, page.start, page.limit + 1).into_iter().map(|o| org_dto(&api, o)).collect()
+    };
+    let path = format!("/servicedesk/{}/organization", encode_segment(&sd));
+    Ok(paged(&app, &path, &page, values))
+}
+
+async fn link_org(State(app): State<Arc<App>>, sd: PathArg<String>, body: Bytes) -> ApiResult {
+    app.hit("POST /servicedesk/{id}/organization");
+    let sd = path_arg(sd)?;
+    let desk = app.site().desk(&sd)?;
+    let org = organization_id(&body)?;
+    app.site().link(&desk, org)?;
+    Ok(no_content())
+}
+
+async fn unlink_org(State(app): State<Arc<App>>, sd: PathArg<String>, body: Bytes) -> ApiResult {
+    app.hit("DELETE /servicedesk/{id}/organization");
+    let sd = path_arg(sd)?;
+    let desk = app.site().desk(&sd)?;
+    let org = organization_id(&body)?;
+    app.site().unlink(&desk, org)?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------- control
+
+async fn control_stats(State(app): State<Arc<App>>) -> Json<SandboxStats> {
+    Json(app.snapshot_stats())
+}
+
+async fn control_reset_stats(State(app): State<Arc<App>>) -> StatusCode {
+    app.reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+async fn control_state(State(app): State<Arc<App>>) -> Json<super::SiteState> {
+    Json(app.site().dump())
+}
+
+async fn control_faults(State(app): State<Arc<App>>) -> Json<Faults> {
+    Json(app.current_faults())
+}
+
+async fn control_set_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) => {
+            app.set_faults(faults.clone());
+            Json(faults).into_response()
+        }
+        Err(e) => ApiError::invalid_body(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_its_capacity_then_refills() {
+        let mut b = Bucket::default();
+        let t0 = Instant::now();
+        // 10 rps: capacity 2.
+        assert!(b.take(10.0, t0).is_ok());
+        assert!(b.take(10.0, t0).is_ok());
+        let wait = b.take(10.0, t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO);
+        assert!(b.take(10.0, t0 + Duration::from_millis(100)).is_ok());
+        // A changed rate starts a full bucket.
+        assert!(b.take(1.0, t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(1.0, t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn page_request_caps_and_rejects_garbage() {
+        let p = PageRequest::parse(Some("start=5&limit=100&accountId=a"), 50).unwrap();
+        assert_eq!((p.start, p.limit), (5, 50));
+        assert_eq!(p.extra.get("accountId").map(String::as_str), Some("a"));
+        let d = PageRequest::parse(None, 50).unwrap();
+        assert_eq!((d.start, d.limit), (0, 50));
+        for bad in ["start=-1", "limit=-5", "limit=abc", "limit=0", "start="] {
+            assert!(PageRequest::parse(Some(bad), 50).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("a b/c~é"), "a%20b%2Fc~%C3%A9");
+    }
+}
