@@ -1,0 +1,372 @@
+//! Runs reads and planned operations through the API client, concurrently.
+//!
+//! Owns how one operation becomes calls (member chunks bisected on a 400,
+//! 404 after a retried delete counted as done, dry-run short-cuts) and turns
+//! every call result into per-row outcomes. It returns *streams* of finished
+//! work: the single consumer in `import` owns the progress bar and the report
+//! writer, so no lock ever guards a writer. It never reads input files and
+//! never decides what to change (that is `plan`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{self, Stream, StreamExt};
+
+use crate::api::{ApiError, Called, Client, ErrorKind, PropertyWrite};
+use crate::plan::{MemberChange, Op, OrgIdx, RowIdx, Settled};
+use crate::report::{Outcome, RowOutcome};
+
+/// One read of the live site.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadTask {
+    Members(OrgIdx, u64),
+    PropertyKeys(OrgIdx, u64),
+    PropertyValue(OrgIdx, u64, String),
+    Desk(String),
+}
+
+/// The answer to a [`ReadTask`].
+#[derive(Debug)]
+pub enum ReadDone {
+    Members(OrgIdx, Result<HashSet<Box<str>>, ApiError>),
+    PropertyKeys(OrgIdx, Result<BTreeSet<String>, ApiError>),
+    /// `Ok(None)`: the property vanished between listing and reading.
+    PropertyValue(OrgIdx, String, Result<Option<serde_json::Value>, ApiError>),
+    Desk(String, Result<HashSet<u64>, ApiError>),
+}
+
+/// Run reads concurrently; results arrive as they finish.
+pub fn read(client: Client, tasks: Vec<ReadTask>, concurrency: usize) -> impl Stream<Item = ReadDone> {
+    stream::iter(tasks)
+        .map(move |t| {
+            let c = client.clone();
+            async move { read_one(&c, t).await }
+        })
+        .buffer_unordered(concurrency.max(1) * 2)
+}
+
+async fn read_one(c: &Client, t: ReadTask) -> ReadDone {
+    match t {
+        ReadTask::Members(i, id) => ReadDone::Members(
+            i,
+            c.all_users(id).await.map(|u| u.value.into_iter().map(|u| u.account_id.into_boxed_str()).collect()),
+        ),
+        ReadTask::PropertyKeys(i, id) => {
+            ReadDone::PropertyKeys(i, c.property_keys(id).await.map(|k| k.value.into_iter().collect()))
+        }
+        ReadTask::PropertyValue(i, id, key) => {
+            let r = match c.property(id, &key).await {
+                Ok(p) => Ok(Some(p.value.value)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            };
+            ReadDone::PropertyValue(i, key, r)
+        }
+        ReadTask::Desk(desk) => {
+            let r = c.all_desk_organizations(&desk).await.map(|o| o.value.into_iter().map(|o| o.id).collect());
+            ReadDone::Desk(desk, r)
+        }
+    }
+}
+
+/// What the executor needs besides the client.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    /// Organization names by [`OrgIdx`].
+    pub names: Arc<Vec<String>>,
+    /// Organization ids by [`OrgIdx`]: the live ids, plus those created in
+    /// the organizations phase.
+    pub org_ids: Arc<Vec<Option<u64>>>,
+    /// Why an organization has no id (its create failed).
+    pub create_errors: Arc<HashMap<OrgIdx, Arc<str>>>,
+    pub dry_run: bool,
+}
+
+/// Removals that `--prune` made (no input row reports them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub members: u64,
+    pub properties: u64,
+    pub links: u64,
+}
+
+/// A finished operation.
+#[derive(Debug)]
+pub struct OpDone {
+    pub org: OrgIdx,
+    pub rows: Vec<Settled>,
+    /// The id a `CreateOrg` obtained.
+    pub created: Option<u64>,
+    /// Why a `CreateOrg` failed.
+    pub create_error: Option<Arc<str>>,
+    pub pruned: Pruned,
+    /// Calls this operation sent (bisection can send several).
+    pub calls: u32,
+}
+
+/// Run operations concurrently; results arrive as they finish.
+pub fn execute(client: Client, ctx: ExecContext, ops: Vec<Op>, concurrency: usize) -> impl Stream<Item = OpDone> {
+    stream::iter(ops)
+        .map(move |op| {
+            let c = client.clone();
+            let ctx = ctx.clone();
+            async move { run_op(&c, &ctx, op).await }
+        })
+        .buffer_unordered(concurrency.max(1) * 2)
+}
+
+fn done(org: OrgIdx) -> OpDone {
+    OpDone { org, rows: Vec::new(), created: None, create_error: None, pruned: Pruned::default(), calls: 0 }
+}
+
+fn push_rows(out: &mut OpDone, rows: impl IntoIterator<Item = RowIdx>, target: &Arc<str>, outcome: &RowOutcome) {
+    for row in rows {
+        out.rows.push(Settled { row, org: Some(out.org), target: target.clone(), outcome: outcome.clone() });
+    }
+}
+
+fn success<T>(outcome: Outcome, c: &Called<T>) -> RowOutcome {
+    RowOutcome { outcome, http_status: Some(c.status), attempts: c.attempts, message: None }
+}
+
+fn failure(e: &ApiError) -> RowOutcome {
+    let message = match &e.kind {
+        ErrorKind::Aborted(why) => format!("not sent: {why}"),
+        _ => match e.fatal_hint() {
+            Some(h) => format!("{e}; {h}"),
+            None if e.is_transient() => format!("{e} (gave up after {} attempts)", e.attempts),
+            None => e.to_string(),
+        },
+    };
+    RowOutcome { outcome: Outcome::Failed, http_status: e.status(), attempts: e.attempts, message: Some(message.into()) }
+}
+
+/// A 404 on a delete: gone already. After a retry it was most likely our own
+/// earlier attempt whose response was lost.
+fn delete_outcome(r: Result<Called<()>, ApiError>, done_outcome: Outcome) -> RowOutcome {
+    match r {
+        Ok(c) => success(done_outcome, &c),
+        Err(e) if e.is_not_found() && e.attempts > 1 => {
+            RowOutcome { outcome: done_outcome, http_status: Some(404), attempts: e.attempts, message: None }
+        }
+        Err(e) if e.is_not_found() => RowOutcome {
+            outcome: Outcome::Unchanged,
+            http_status: Some(404),
+            attempts: e.attempts,
+            message: Some("already gone".into()),
+        },
+        Err(e) => failure(&e),
+    }
+}
+
+async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
+    let mut out = done(op.org());
+    let empty: Arc<str> = Arc::from("");
+    if ctx.dry_run {
+        dry_run(&mut out, op);
+        return out;
+    }
+    // Everything but CreateOrg needs the organization's id.
+    let org_id = match &op {
+        Op::CreateOrg { .. } => None,
+        Op::DeleteOrg { id, .. } => Some(*id),
+        _ => match ctx.org_ids.get(out.org as usize).copied().flatten() {
+            Some(id) => Some(id),
+            None => {
+                let why = ctx.create_errors.get(&out.org).cloned().unwrap_or_else(|| "unknown id".into());
+                let outcome = RowOutcome::failed(format!("organization was not created: {why}"));
+                for_each_row(&op, |rows, target| push_rows(&mut out, rows, target, &outcome));
+                return out;
+            }
+        },
+    };
+    match op {
+        Op::CreateOrg { org, rows } => {
+            out.calls = 1;
+            match c.create_organization(&ctx.names[org as usize]).await {
+                Ok(called) => {
+                    out.created = Some(called.value.id);
+                    push_rows(&mut out, rows, &empty, &success(Outcome::Created, &called));
+                }
+                Err(e) => {
+                    let outcome = failure(&e);
+                    out.create_error = outcome.message.clone();
+                    push_rows(&mut out, rows, &empty, &outcome);
+                }
+            }
+        }
+        Op::DeleteOrg { id, rows, .. } => {
+            out.calls = 1;
+            let outcome = delete_outcome(c.delete_organization(id).await, Outcome::Deleted);
+            push_rows(&mut out, rows, &empty, &outcome);
+        }
+        Op::SetProperty { key, value, rows, .. } => {
+            out.calls = 1;
+            let id = org_id.expect("id");
+            let outcome = match c.set_property(id, &key, &value).await {
+                Ok(called) => {
+                    let msg = match called.value {
+                        PropertyWrite::Created => "created",
+                        PropertyWrite::Updated => "updated",
+                    };
+                    success(Outcome::Set, &called).with_message(msg)
+                }
+                Err(e) => failure(&e),
+            };
+            push_rows(&mut out, rows.iter(), &Arc::from(key.as_str()), &outcome);
+        }
+        Op::DeleteProperty { key, rows, .. } => {
+            out.calls = 1;
+            let outcome = delete_outcome(c.delete_property(org_id.expect("id"), &key).await, Outcome::Deleted);
+            match rows {
+                Some(rows) => push_rows(&mut out, rows.iter(), &Arc::from(key.as_str()), &outcome),
+                None => pruned(&mut out, &outcome, |p| p.properties += 1, &key),
+            }
+        }
+        Op::Link { desk, link, rows, .. } => {
+            out.calls = 1;
+            let id = org_id.expect("id");
+            let r = if link { c.link_organization(&desk, id).await } else { c.unlink_organization(&desk, id).await };
+            let outcome = match r {
+                Ok(called) => success(if link { Outcome::Linked } else { Outcome::Unlinked }, &called),
+                Err(e) => failure(&e),
+            };
+            match rows {
+                Some(rows) => push_rows(&mut out, rows.iter(), &Arc::from(desk.as_str()), &outcome),
+                None => pruned(&mut out, &outcome, |p| p.links += 1, &desk),
+            }
+        }
+        Op::Members { add, members, .. } => {
+            members_op(c, &mut out, org_id.expect("id"), add, members).await;
+        }
+    }
+    out
+}
+
+fn pruned(out: &mut OpDone, outcome: &RowOutcome, count: impl FnOnce(&mut Pruned), what: &str) {
+    if outcome.outcome == Outcome::Failed {
+        tracing::warn!(target: "jsm_orgs::prune", "could not prune {what}: {}", outcome.message.as_deref().unwrap_or(""));
+    } else {
+        count(&mut out.pruned);
+    }
+}
+
+/// Call `f` with each row group of an operation and its report target.
+fn for_each_row(op: &Op, mut f: impl FnMut(Vec<RowIdx>, &Arc<str>)) {
+    match op {
+        Op::CreateOrg { rows, .. } | Op::DeleteOrg { rows, .. } => f(rows.clone(), &Arc::from("")),
+        Op::Members { members, .. } => {
+            for m in members {
+                if let Some(rows) = &m.rows {
+                    f(rows.iter().collect(), &Arc::from(&*m.account_id));
+                }
+            }
+        }
+        Op::SetProperty { key, rows, .. } => f(rows.iter().collect(), &Arc::from(key.as_str())),
+        Op::DeleteProperty { key, rows, .. } => {
+            if let Some(rows) = rows {
+                f(rows.iter().collect(), &Arc::from(key.as_str()));
+            }
+        }
+        Op::Link { desk, rows, .. } => {
+            if let Some(rows) = rows {
+                f(rows.iter().collect(), &Arc::from(desk.as_str()));
+            }
+        }
+    }
+}
+
+fn dry_run(out: &mut OpDone, op: Op) {
+    let outcome = RowOutcome::new(Outcome::Planned);
+    match &op {
+        Op::Members { add: false, members, .. } => {
+            out.pruned.members += members.iter().filter(|m| m.rows.is_none()).count() as u64
+        }
+        Op::DeleteProperty { rows: None, .. } => out.pruned.properties += 1,
+        Op::Link { rows: None, .. } => out.pruned.links += 1,
+        _ => {}
+    }
+    for_each_row(&op, |rows, target| push_rows(out, rows, target, &outcome));
+}
+
+/// Add or remove a chunk of members. A 400 ("one or more usernames are
+/// unknown") fails the whole call on JSM, so the chunk is bisected until the
+/// bad ids are isolated: the good ones are applied and only the bad rows fail
+/// with the server's message. Add and remove have set semantics, so sending an
+/// id twice is harmless.
+async fn members_op(c: &Client, out: &mut OpDone, org_id: u64, add: bool, members: Vec<MemberChange>) {
+    let ok_outcome = if add { Outcome::Added } else { Outcome::Removed };
+    let mut stack: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+    stack.push(0..members.len());
+    while let Some(range) = stack.pop() {
+        let ids: Vec<String> = members[range.clone()].iter().map(|m| m.account_id.to_string()).collect();
+        out.calls += 1;
+        let r = if add { c.add_users(org_id, &ids).await } else { c.remove_users(org_id, &ids).await };
+        let outcome = match r {
+            Ok(called) => success(ok_outcome, &called),
+            Err(e) if e.status() == Some(400) && range.len() > 1 => {
+                let mid = range.start + range.len() / 2;
+                // Pop the first half first, keeping the report's call order natural.
+                stack.push(mid..range.end);
+                stack.push(range.start..mid);
+                continue;
+            }
+            Err(e) => failure(&e),
+        };
+        for m in &members[range] {
+            let target: Arc<str> = Arc::from(&*m.account_id);
+            match &m.rows {
+                Some(rows) => push_rows(out, rows.iter(), &target, &outcome),
+                None => pruned(out, &outcome, |p| p.members += 1, &m.account_id),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Rows;
+
+    #[test]
+    fn failure_messages_explain_aborts_and_give_ups() {
+        let e = ApiError { kind: ErrorKind::Aborted("bad credentials".into()), attempts: 0 };
+        assert_eq!(failure(&e).message.as_deref(), Some("not sent: bad credentials"));
+        let e = ApiError { kind: ErrorKind::Timeout(std::time::Duration::from_secs(1)), attempts: 9 };
+        assert!(failure(&e).message.unwrap().contains("gave up after 9 attempts"));
+        let e = ApiError {
+            kind: ErrorKind::Status { status: 400, message: "unknown".into(), retry_after: None },
+            attempts: 1,
+        };
+        let f = failure(&e);
+        assert_eq!((f.http_status, f.message.as_deref()), (Some(400), Some("HTTP 400: unknown")));
+    }
+
+    #[test]
+    fn a_retried_delete_that_finds_nothing_counts_as_done() {
+        let nf = |attempts| ApiError {
+            kind: ErrorKind::Status { status: 404, message: String::new(), retry_after: None },
+            attempts,
+        };
+        assert_eq!(delete_outcome(Err(nf(2)), Outcome::Deleted).outcome, Outcome::Deleted);
+        assert_eq!(delete_outcome(Err(nf(1)), Outcome::Deleted).outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn dry_run_plans_every_row_and_counts_prunes() {
+        let mut out = done(0);
+        let op = Op::Members {
+            org: 0,
+            add: false,
+            members: vec![
+                MemberChange { account_id: "a".into(), rows: Some(Rows::one(3)) },
+                MemberChange { account_id: "b".into(), rows: None },
+            ],
+        };
+        dry_run(&mut out, op);
+        assert_eq!(out.rows.len(), 1);
+        assert_eq!(out.rows[0].outcome.outcome, Outcome::Planned);
+        assert_eq!(&*out.rows[0].target, "a");
+        assert_eq!(out.pruned.members, 1);
+    }
+}

@@ -1,0 +1,524 @@
+//! `import`: make the site match the input files.
+//!
+//! Owns the order of a run — open and check the input, list the site's
+//! organizations, fold the rows into the wanted state, read only the live
+//! state the plan needs, plan, create/delete organizations, run everything
+//! else, write the ordered report — and is the single consumer of every
+//! stream of finished work: it alone touches the progress bar, the
+//! `FILE.partial` writer and the per-row outcomes. It sends nothing itself
+//! (the executor does) and decides nothing about what to change (the plan
+//! does).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::api::{ApiError, Client, ErrorKind};
+use crate::executor::{self, ExecContext, OpDone, ReadDone, ReadTask};
+use crate::input::{InputError, InputSet, InvalidRow, OrgRef, RowData};
+use crate::plan::{self, Desired, Live, Settled};
+use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
+use crate::settings::ImportOptions;
+use crate::throttle::CounterSnapshot;
+
+/// Why an import ended without running to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Unreadable or malformed input: nothing was sent (exit 2).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// `--strict` found invalid rows: nothing was sent (exit 2).
+    #[error("--strict: {0} invalid rows, nothing was sent (see the report {1})")]
+    Strict(u64, PathBuf),
+    /// A local file could not be written (exit 3).
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The run stopped early: bad credentials, missing permission, site
+    /// unreachable (exit 3). The report still has one row per input row.
+    #[error("{message}")]
+    Aborted { message: String, summary: Box<Summary> },
+}
+
+impl ImportError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ImportError::Input(_) | ImportError::Strict(..) => 2,
+            ImportError::Io { .. } | ImportError::Aborted { .. } => 3,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
+    move |source| ImportError::Io { path: path.to_path_buf(), source }
+}
+
+/// Progress on stderr, only when asked for (a TTY and not `--quiet`).
+struct Progress {
+    enabled: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn phase(&mut self, name: &str, len: u64) {
+        self.finish();
+        if self.enabled && len > 0 {
+            let bar = ProgressBar::new(len).with_style(
+                ProgressStyle::with_template("{prefix:>13} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            self.bar = Some(bar);
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// State of the single consumer.
+struct Run<'a> {
+    opts: &'a ImportOptions,
+    partial: ReportWriter,
+    partial_path: PathBuf,
+    outcomes: Vec<Option<RowOutcome>>,
+    org_ids: Vec<Option<u64>>,
+    summary: Summary,
+    progress: Progress,
+}
+
+impl Run<'_> {
+    fn record(&mut self, d: &Desired, s: Settled) -> Result<(), ImportError> {
+        let row = settled_row(d, &self.org_ids, &s);
+        self.partial.write(&row).map_err(io_err(&self.partial_path))?;
+        let slot = &mut self.outcomes[s.row as usize];
+        debug_assert!(slot.is_none(), "row {} settled twice", s.row);
+        *slot = Some(s.outcome);
+        Ok(())
+    }
+
+    fn record_done(&mut self, d: &Desired, done: OpDone) -> Result<(), ImportError> {
+        self.summary.pruned_members += done.pruned.members;
+        self.summary.pruned_properties += done.pruned.properties;
+        self.summary.pruned_links += done.pruned.links;
+        if let Some(id) = done.created {
+            self.org_ids[done.org as usize] = Some(id);
+        }
+        for s in done.rows {
+            self.record(d, s)?;
+        }
+        self.partial.flush().map_err(io_err(&self.partial_path))?;
+        self.progress.inc(1);
+        Ok(())
+    }
+}
+
+/// The report row of a settled row, while the run goes (the partial report).
+fn settled_row(d: &Desired, org_ids: &[Option<u64>], s: &Settled) -> ReportRow {
+    let meta = &d.meta[s.row as usize];
+    let (organization, organization_id) = match s.org {
+        Some(o) => (
+            d.orgs[o as usize].name.clone(),
+            org_ids.get(o as usize).copied().flatten().map(|i| i.to_string()).unwrap_or_default(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    ReportRow {
+        source: d.source(s.row),
+        kind: meta.kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
+        action: meta.action.map(|a| a.as_str().to_string()).unwrap_or_default(),
+        organization,
+        organization_id,
+        target: s.target.to_string(),
+        outcome: s.outcome.outcome,
+        http_status: s.outcome.http_status,
+        attempts: s.outcome.attempts,
+        message: s.outcome.message.as_deref().unwrap_or("").to_string(),
+    }
+}
+
+fn invalid_row(inv: &InvalidRow) -> ReportRow {
+    ReportRow {
+        source: inv.source.to_string(),
+        kind: inv.kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
+        action: inv.action.clone().unwrap_or_default(),
+        organization: inv.organization.clone().unwrap_or_default(),
+        organization_id: inv.organization_id.clone().unwrap_or_default(),
+        target: inv.target.clone().unwrap_or_default(),
+        outcome: Outcome::Failed,
+        http_status: None,
+        attempts: 0,
+        message: inv.message.clone(),
+    }
+}
+
+/// Run an import. Returns the summary of a run that went to the end (some
+/// rows may have failed: see [`Summary::failed`]).
+pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, ImportError> {
+    let started = Instant::now();
+    let input = InputSet::open(&opts.paths)?;
+    for w in input.warnings() {
+        tracing::warn!("{w}");
+    }
+    let format = ReportFormat::for_path(&opts.report);
+    if opts.strict {
+        strict_check(&input, opts, format)?;
+    }
+    let partial_path = partial_path(&opts.report);
+    let partial = ReportWriter::create(&partial_path, format).map_err(io_err(&partial_path))?;
+    let mut run = Run {
+        opts,
+        partial,
+        partial_path,
+        outcomes: Vec::new(),
+        org_ids: Vec::new(),
+        summary: Summary { dry_run: opts.dry_run, warnings: input.warnings().to_vec(), ..Summary::default() },
+        progress: Progress { enabled: opts.progress, bar: None },
+    };
+
+    // 1. The site's organizations (needed to resolve names and ids).
+    let live_orgs = match client.all_organizations().await {
+        Ok(o) => o.value,
+        Err(e) => return abort_before_rows(&input, &mut run, &e, started),
+    };
+
+    // 2. Fold the rows into the wanted state.
+    let mut d = Desired::new(&live_orgs);
+    drop(live_orgs);
+    for r in input.rows() {
+        match r? {
+            Ok(row) => {
+                run.outcomes.push(None);
+                if let Err(settled) = d.add(row) {
+                    run.record(&d, settled)?;
+                }
+            }
+            Err(inv) => {
+                d.add_invalid(&inv);
+                run.partial.write(&invalid_row(&inv)).map_err(io_err(&run.partial_path))?;
+                run.outcomes.push(Some(RowOutcome::failed(inv.message)));
+            }
+        }
+    }
+    run.org_ids = d.orgs.iter().map(|o| o.live_id).collect();
+    // Rows settled so far (invalid ones) are on disk before the site is read.
+    run.partial.flush().map_err(io_err(&run.partial_path))?;
+
+    // 3. Read only the live state the plan needs.
+    let live = match read_live(client, &d, &mut run).await {
+        Ok(live) => live,
+        Err(e) => return finish_aborted(&input, &d, run, &e, client.throttle().snapshot(), started),
+    };
+
+    // 4. Plan; rows that need no call are settled now.
+    let mut settle_err = None;
+    let plan = {
+        let run = &mut run;
+        plan::plan(&mut d, &live, opts.prune, opts.chunk_size, &mut |d, s| {
+            if settle_err.is_none() {
+                settle_err = run.record(d, s).err();
+            }
+        })
+    };
+    if let Some(e) = settle_err {
+        return Err(e);
+    }
+    // Rows that need no call are finished: on disk before the first write.
+    run.partial.flush().map_err(io_err(&run.partial_path))?;
+    drop(live);
+    tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
+
+    // 5. Organizations first: creates give the ids everything else needs.
+    let names: Arc<Vec<String>> = Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect());
+    let mut create_errors = HashMap::new();
+    let ctx = ExecContext {
+        names: names.clone(),
+        org_ids: Arc::new(run.org_ids.clone()),
+        create_errors: Arc::new(HashMap::new()),
+        dry_run: opts.dry_run,
+    };
+    run.progress.phase("organizations", plan.org_ops.len() as u64);
+    let mut stream = Box::pin(executor::execute(client.clone(), ctx.clone(), plan.org_ops, conc(client)));
+    while let Some(done) = stream.next().await {
+        if let Some(e) = &done.create_error {
+            create_errors.insert(done.org, e.clone());
+        }
+        run.record_done(&d, done)?;
+    }
+    drop(stream);
+
+    // 6. Members, properties and desk links.
+    let ctx = ExecContext { org_ids: Arc::new(run.org_ids.clone()), create_errors: Arc::new(create_errors), ..ctx };
+    run.progress.phase("changes", plan.ops.len() as u64);
+    let mut stream = Box::pin(executor::execute(client.clone(), ctx, plan.ops, conc(client)));
+    while let Some(done) = stream.next().await {
+        run.record_done(&d, done)?;
+    }
+    drop(stream);
+    run.progress.finish();
+
+    let aborted = client.throttle().abort_reason();
+    let summary = write_final(&input, &d, run, client.throttle().snapshot(), started)?;
+    match aborted {
+        Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
+        None => Ok(summary),
+    }
+}
+
+fn conc(client: &Client) -> usize {
+    client.throttle().concurrency()
+}
+
+/// `--strict`: validate every row before anything is sent.
+fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) -> Result<(), ImportError> {
+    let mut invalid = 0u64;
+    for r in input.rows() {
+        if let Err(inv) = r? {
+            invalid += 1;
+            tracing::error!("{}", inv.message);
+        }
+    }
+    if invalid == 0 {
+        return Ok(());
+    }
+    let note: Arc<str> = format!("not sent: --strict found {invalid} invalid rows").into();
+    write_report(&opts.report, format, input, |row| match row {
+        Ok(row) => (
+            plain_row(row, None),
+            RowOutcome { outcome: Outcome::Planned, http_status: None, attempts: 0, message: Some(note.clone()) },
+        ),
+        Err(inv) => (invalid_row(inv), RowOutcome::failed(inv.message.clone())),
+    })?;
+    Err(ImportError::Strict(invalid, opts.report.clone()))
+}
+
+/// Read members, property keys and values, and desk links as the plan needs.
+async fn read_live(client: &Client, d: &Desired, run: &mut Run<'_>) -> Result<Live, ApiError> {
+    let reads = plan::reads(d, run.opts.prune);
+    let mut tasks: Vec<ReadTask> = Vec::new();
+    tasks.extend(reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)));
+    tasks.extend(reads.property_keys.iter().map(|&(i, id)| ReadTask::PropertyKeys(i, id)));
+    let mut desks = reads.desks.clone();
+    if reads.all_desks {
+        let all = client.all_service_desks().await?;
+        for desk in all.value {
+            if !desks.contains(&desk.id) {
+                desks.push(desk.id);
+            }
+        }
+    }
+    tasks.extend(desks.into_iter().map(ReadTask::Desk));
+    let mut live = Live::default();
+    run.progress.phase("reading site", tasks.len() as u64);
+    fold_reads(client, tasks, &mut live, &run.progress).await?;
+    let values: Vec<ReadTask> =
+        plan::value_reads(d, &live).into_iter().map(|(i, id, key)| ReadTask::PropertyValue(i, id, key)).collect();
+    run.progress.phase("reading values", values.len() as u64);
+    fold_reads(client, values, &mut live, &run.progress).await?;
+    run.progress.finish();
+    Ok(live)
+}
+
+async fn fold_reads(
+    client: &Client,
+    tasks: Vec<ReadTask>,
+    live: &mut Live,
+    progress: &Progress,
+) -> Result<(), ApiError> {
+    let conc = conc(client);
+    let mut stream = Box::pin(executor::read(client.clone(), tasks, conc));
+    while let Some(done) = stream.next().await {
+        progress.inc(1);
+        match done {
+            ReadDone::Members(i, r) => {
+                live.members.insert(i, classify(r)?);
+            }
+            ReadDone::PropertyKeys(i, r) => {
+                live.property_keys.insert(i, classify(r)?);
+            }
+            ReadDone::PropertyValue(i, key, r) => {
+                live.property_values.insert((i, key), classify(r)?);
+            }
+            ReadDone::Desk(desk, Err(e)) if e.is_not_found() => {
+                live.desks.insert(desk.clone(), Err(format!("service desk {desk} not found ({e})").into()));
+            }
+            ReadDone::Desk(desk, r) => {
+                live.desks.insert(desk, classify(r)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fatal error (401/403) or an abort ends the run; any other failure only
+/// fails the rows that depend on that read.
+fn classify<T>(r: Result<T, ApiError>) -> Result<Result<T, plan::ReadError>, ApiError> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) if e.is_fatal() || matches!(e.kind, ErrorKind::Aborted(_)) => Err(e),
+        Err(e) => Ok(Err(Arc::from(e.to_string()))),
+    }
+}
+
+/// The site could not even be listed: every row fails, exit 3.
+fn abort_before_rows(
+    input: &InputSet,
+    run: &mut Run<'_>,
+    e: &ApiError,
+    started: Instant,
+) -> Result<Summary, ImportError> {
+    let message = abort_message(e);
+    let note: Arc<str> = format!("not sent: {message}").into();
+    let mut summary = std::mem::take(&mut run.summary);
+    write_report(&run.opts.report, ReportFormat::for_path(&run.opts.report), input, |row| match row {
+        Ok(row) => (plain_row(row, None), RowOutcome::failed(note.clone())),
+        Err(inv) => (invalid_row(inv), RowOutcome::failed(inv.message.clone())),
+    })?
+    .into_iter()
+    .for_each(|o| summary.count(o));
+    let _ = std::fs::remove_file(&run.partial_path);
+    summary.elapsed = started.elapsed();
+    summary.counters = Default::default();
+    summary.aborted = Some(message.clone());
+    summary.report = Some(run.opts.report.clone());
+    Err(ImportError::Aborted { message, summary: Box::new(summary) })
+}
+
+fn abort_message(e: &ApiError) -> String {
+    match e.fatal_hint() {
+        Some(h) => format!("{e}: {h}"),
+        None => format!("could not read the site: {e}"),
+    }
+}
+
+fn finish_aborted(
+    input: &InputSet,
+    d: &Desired,
+    mut run: Run<'_>,
+    e: &ApiError,
+    counters: CounterSnapshot,
+    started: Instant,
+) -> Result<Summary, ImportError> {
+    let message = abort_message(e);
+    let note: Arc<str> = format!("not sent: {message}").into();
+    for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(RowOutcome::failed(note.clone()));
+    }
+    let summary = write_final(input, d, run, counters, started)?;
+    Err(ImportError::Aborted { message, summary: Box::new(summary) })
+}
+
+/// The ordered report: re-stream the input (so memory stays bounded) and
+/// pair each row with its outcome; then replace `FILE.partial`.
+fn write_final(
+    input: &InputSet,
+    d: &Desired,
+    run: Run<'_>,
+    counters: CounterSnapshot,
+    started: Instant,
+) -> Result<Summary, ImportError> {
+    let Run { opts, partial, partial_path, outcomes, org_ids, mut summary, .. } = run;
+    partial.finish().map_err(io_err(&partial_path))?;
+    let format = ReportFormat::for_path(&opts.report);
+    let mut idx = 0usize;
+    let counts = write_report(&opts.report, format, input, |row| {
+        let outcome = outcomes
+            .get(idx)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| RowOutcome::failed("internal error: row was never run"));
+        idx += 1;
+        match row {
+            Ok(row) => (plain_row(row, Some((d, &org_ids))), outcome),
+            Err(inv) => (invalid_row(inv), outcome),
+        }
+    })?;
+    for o in counts {
+        summary.count(o);
+    }
+    std::fs::remove_file(&partial_path).map_err(io_err(&partial_path))?;
+    summary.counters = counters;
+    summary.elapsed = started.elapsed();
+    summary.report = Some(opts.report.clone());
+    Ok(summary)
+}
+
+/// Report columns of a valid row; organization names/ids resolved through
+/// the run's tables when given.
+fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>>)>) -> ReportRow {
+    let (mut organization, mut organization_id) = match &row.data {
+        RowData::Organization { name } => (name.clone(), String::new()),
+        RowData::Member { org, .. } | RowData::Property { org, .. } | RowData::ServiceDesk { org, .. } => match org {
+            OrgRef::Name(n) => (n.clone(), String::new()),
+            OrgRef::Id(id) => (String::new(), id.to_string()),
+        },
+    };
+    if let Some((d, ids)) = tables {
+        let org_ref = match &row.data {
+            RowData::Organization { name } => OrgRef::Name(name.clone()),
+            RowData::Member { org, .. } | RowData::Property { org, .. } | RowData::ServiceDesk { org, .. } => {
+                org.clone()
+            }
+        };
+        if let Some(i) = d.lookup(&org_ref) {
+            organization = d.orgs[i as usize].name.clone();
+            if let Some(id) = ids.get(i as usize).copied().flatten() {
+                organization_id = id.to_string();
+            }
+        }
+    }
+    ReportRow {
+        source: row.source.to_string(),
+        kind: row.kind.as_str().to_string(),
+        action: row.action.as_str().to_string(),
+        organization,
+        organization_id,
+        target: plan::target_of(&row.data).to_string(),
+        outcome: Outcome::Planned,
+        http_status: None,
+        attempts: 0,
+        message: String::new(),
+    }
+}
+
+/// Write a whole report atomically (temp file beside it, then rename),
+/// one row per input row in input order. Returns every row's outcome kind.
+fn write_report(
+    path: &Path,
+    format: ReportFormat,
+    input: &InputSet,
+    mut row_for: impl FnMut(&Result<crate::input::Row, InvalidRow>) -> (ReportRow, RowOutcome),
+) -> Result<Vec<Outcome>, ImportError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut w = ReportWriter::create(&tmp_path, format).map_err(io_err(&tmp_path))?;
+    let mut outcomes = Vec::new();
+    for r in input.rows() {
+        let r = r?;
+        let (mut row, o) = row_for(&r);
+        row.outcome = o.outcome;
+        row.http_status = o.http_status;
+        row.attempts = o.attempts;
+        row.message = o.message.as_deref().unwrap_or("").to_string();
+        w.write(&row).map_err(io_err(&tmp_path))?;
+        outcomes.push(o.outcome);
+    }
+    w.finish().map_err(io_err(&tmp_path))?;
+    tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
+    Ok(outcomes)
+}

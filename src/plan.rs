@@ -1,0 +1,837 @@
+//! Planning: input rows + the live state of the site → the fewest operations.
+//!
+//! Pure: no I/O, no clocks, no randomness. [`Desired`] folds the rows into
+//! one wanted state per organization (merging identical duplicate rows and
+//! failing contradictory ones), [`reads`] says which parts of the live site
+//! must be read, and [`plan`] turns wanted + live into operations and the
+//! outcomes of rows that need no call. Keeping this pure makes the re-run
+//! guarantee ("a re-run after success makes no writes") a unit-testable
+//! property rather than an accident of the executor.
+//!
+//! Memory: one compact [`RowMeta`] per input row and one map entry per wanted
+//! membership, so a 1M-row members file stays far below the row text's size.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::Organization;
+use crate::input::{Action, InvalidRow, Kind, OrgRef, Row, RowData};
+use crate::report::{Outcome, RowOutcome};
+
+/// Index of an input row (its global 0-based position).
+pub type RowIdx = u32;
+/// Index of an organization in [`Desired::orgs`].
+pub type OrgIdx = u32;
+
+/// The input rows behind one wanted change: usually one, more for identical
+/// duplicates. Kept small because there is one per wanted membership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    first: RowIdx,
+    // Boxed on purpose: 8 bytes instead of 24 for the common single row,
+    // multiplied by one per wanted membership.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<RowIdx>>>,
+}
+
+impl Rows {
+    pub fn one(r: RowIdx) -> Rows {
+        Rows { first: r, more: None }
+    }
+    fn push(&mut self, r: RowIdx) {
+        self.more.get_or_insert_with(Default::default).push(r);
+    }
+    pub fn iter(&self) -> impl Iterator<Item = RowIdx> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().flat_map(|m| m.iter().copied()))
+    }
+}
+
+/// A wanted member or desk link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Want {
+    pub action: Action,
+    pub rows: Rows,
+    /// Rows disagree about this target: all of them fail.
+    pub conflict: bool,
+}
+
+/// A wanted property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropWant {
+    pub action: Action,
+    pub value: Value,
+    pub rows: Rows,
+    pub conflict: bool,
+}
+
+/// Everything the input wants of one organization.
+#[derive(Debug, Clone, Default)]
+pub struct OrgEntry {
+    pub name: String,
+    /// Its id on the site when the site already had it.
+    pub live_id: Option<u64>,
+    pub upsert_rows: Vec<RowIdx>,
+    pub delete_rows: Vec<RowIdx>,
+    pub members: HashMap<Box<str>, Want>,
+    pub properties: BTreeMap<String, PropWant>,
+    pub desks: BTreeMap<String, Want>,
+}
+
+impl OrgEntry {
+    fn is_used(&self) -> bool {
+        !self.upsert_rows.is_empty() || !self.members.is_empty() || !self.properties.is_empty() || !self.desks.is_empty()
+    }
+}
+
+/// Where a row came from, compactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowMeta {
+    pub file: u16,
+    pub line: u32,
+    pub kind: Option<Kind>,
+    pub action: Option<Action>,
+}
+
+/// The input folded into a wanted state, resolved against the site's
+/// organization list.
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub orgs: Vec<OrgEntry>,
+    by_name: HashMap<String, OrgIdx>,
+    live_by_name: HashMap<String, u64>,
+    live_by_id: HashMap<u64, String>,
+    pub meta: Vec<RowMeta>,
+    pub files: Vec<Arc<str>>,
+    /// Kinds that have at least one row: `--prune` only touches these.
+    pub kinds: BTreeSet<Kind>,
+}
+
+impl Desired {
+    /// Start from the site's organizations. Names are matched exactly; when
+    /// the site holds one name twice the lowest id wins.
+    pub fn new(live: &[Organization]) -> Desired {
+        let mut d = Desired::default();
+        for o in live {
+            d.live_by_id.insert(o.id, o.name.clone());
+            d.live_by_name.entry(o.name.clone()).and_modify(|id| *id = (*id).min(o.id)).or_insert(o.id);
+        }
+        d
+    }
+
+    pub fn source(&self, r: RowIdx) -> String {
+        let m = &self.meta[r as usize];
+        format!("{}:{}", self.files[m.file as usize], m.line)
+    }
+
+    fn file_index(&mut self, file: &Arc<str>) -> u16 {
+        if let Some(i) = self.files.iter().rposition(|f| Arc::ptr_eq(f, file) || f == file) {
+            return i as u16;
+        }
+        self.files.push(file.clone());
+        (self.files.len() - 1) as u16
+    }
+
+    fn push_meta(&mut self, index: u64, file: &Arc<str>, line: u64, kind: Option<Kind>, action: Option<Action>) -> RowIdx {
+        assert_eq!(index as usize, self.meta.len(), "rows must arrive in input order");
+        let file = self.file_index(file);
+        self.meta.push(RowMeta { file, line: line.min(u32::MAX as u64) as u32, kind, action });
+        index as RowIdx
+    }
+
+    /// Record an invalid row (its failure is reported by the caller).
+    pub fn add_invalid(&mut self, row: &InvalidRow) -> RowIdx {
+        let action = None;
+        self.push_meta(row.index, &row.source.file, row.source.line, row.kind, action)
+    }
+
+    /// The organization index for a name, creating the entry on first use.
+    fn org_by_name(&mut self, name: &str) -> OrgIdx {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        let idx = self.orgs.len() as OrgIdx;
+        self.orgs.push(OrgEntry {
+            name: name.to_string(),
+            live_id: self.live_by_name.get(name).copied(),
+            ..OrgEntry::default()
+        });
+        self.by_name.insert(name.to_string(), idx);
+        idx
+    }
+
+    /// Resolve an [`OrgRef`]: names always resolve (missing ones get
+    /// created); ids must exist on the site.
+    pub fn resolve(&mut self, org: &OrgRef) -> Result<OrgIdx, String> {
+        match org {
+            OrgRef::Name(n) => Ok(self.org_by_name(n)),
+            OrgRef::Id(id) => match self.live_by_id.get(id).cloned() {
+                Some(name) => Ok(self.org_by_name(&name)),
+                None => Err(format!("organization_id {id} does not exist on the site")),
+            },
+        }
+    }
+
+    /// Look up an organization without creating an entry (for the report).
+    pub fn lookup(&self, org: &OrgRef) -> Option<OrgIdx> {
+        match org {
+            OrgRef::Name(n) => self.by_name.get(n).copied(),
+            OrgRef::Id(id) => self.live_by_id.get(id).and_then(|n| self.by_name.get(n)).copied(),
+        }
+    }
+
+    /// Fold one valid row in. A row naming an `organization_id` the site
+    /// does not have is settled at once: it fails.
+    pub fn add(&mut self, row: Row) -> Result<(), Settled> {
+        let r = self.push_meta(row.index, &row.source.file, row.source.line, Some(row.kind), Some(row.action));
+        self.kinds.insert(row.kind);
+        let action = row.action;
+        let (org_ref, name) = match &row.data {
+            RowData::Organization { name } => (None, Some(name)),
+            RowData::Member { org, .. } | RowData::Property { org, .. } | RowData::ServiceDesk { org, .. } => {
+                (Some(org), None)
+            }
+        };
+        let idx = match (org_ref, name) {
+            (_, Some(name)) => self.org_by_name(name),
+            (Some(org), _) => match self.resolve(org) {
+                Ok(i) => i,
+                Err(msg) => {
+                    let msg = format!("{}: field `organization_id`: {msg}", self.source(r));
+                    return Err(Settled { row: r, org: None, target: target_of(&row.data).into(), outcome: RowOutcome::failed(msg) });
+                }
+            },
+            (None, None) => unreachable!("every row names an organization"),
+        };
+        let org = &mut self.orgs[idx as usize];
+        match row.data {
+            RowData::Organization { .. } => match action {
+                Action::Delete => org.delete_rows.push(r),
+                _ => org.upsert_rows.push(r),
+            },
+            RowData::Member { account_id, .. } => want(&mut org.members, account_id.into_boxed_str(), action, r),
+            RowData::ServiceDesk { service_desk_id, .. } => want(&mut org.desks, service_desk_id, action, r),
+            RowData::Property { key, value, .. } => match org.properties.get_mut(&key) {
+                None => {
+                    org.properties.insert(key, PropWant { action, value, rows: Rows::one(r), conflict: false });
+                }
+                Some(w) => {
+                    w.conflict |= w.action != action || (action == Action::Set && w.value != value);
+                    w.rows.push(r);
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn want<K: std::hash::Hash + Ord + Eq, M: WantMap<K>>(map: &mut M, key: K, action: Action, r: RowIdx) {
+    match map.get_mut(&key) {
+        None => map.put(key, Want { action, rows: Rows::one(r), conflict: false }),
+        Some(w) => {
+            w.conflict |= w.action != action;
+            w.rows.push(r);
+        }
+    }
+}
+
+/// The two map types wants live in.
+trait WantMap<K> {
+    fn get_mut(&mut self, k: &K) -> Option<&mut Want>;
+    fn put(&mut self, k: K, w: Want);
+}
+impl<K: std::hash::Hash + Eq> WantMap<K> for HashMap<K, Want> {
+    fn get_mut(&mut self, k: &K) -> Option<&mut Want> {
+        HashMap::get_mut(self, k)
+    }
+    fn put(&mut self, k: K, w: Want) {
+        self.insert(k, w);
+    }
+}
+impl<K: Ord> WantMap<K> for BTreeMap<K, Want> {
+    fn get_mut(&mut self, k: &K) -> Option<&mut Want> {
+        BTreeMap::get_mut(self, k)
+    }
+    fn put(&mut self, k: K, w: Want) {
+        self.insert(k, w);
+    }
+}
+
+/// What must be read of the live site before planning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reads {
+    /// Existing organizations whose members must be read.
+    pub members: Vec<(OrgIdx, u64)>,
+    /// Existing organizations whose property keys must be read.
+    pub property_keys: Vec<(OrgIdx, u64)>,
+    /// Service desks whose organization lists must be read.
+    pub desks: Vec<String>,
+    /// Also list every desk of the site (prune of desk links).
+    pub all_desks: bool,
+}
+
+/// Which live state the plan needs: only of organizations that already
+/// exist and have rows of that kind (or every named one with `--prune`);
+/// organizations created by this run need no reads.
+pub fn reads(d: &Desired, prune: bool) -> Reads {
+    let mut out = Reads::default();
+    let mut desks = BTreeSet::new();
+    for (i, o) in d.orgs.iter().enumerate() {
+        let Some(id) = o.live_id else { continue };
+        if !o.delete_rows.is_empty() || !o.is_used() {
+            continue;
+        }
+        let i = i as OrgIdx;
+        if !o.members.is_empty() || (prune && d.kinds.contains(&Kind::Members)) {
+            out.members.push((i, id));
+        }
+        if !o.properties.is_empty() || (prune && d.kinds.contains(&Kind::Properties)) {
+            out.property_keys.push((i, id));
+        }
+        desks.extend(o.desks.keys().cloned());
+    }
+    out.all_desks = prune
+        && d.kinds.contains(&Kind::ServiceDesks)
+        && d.orgs.iter().any(|o| o.live_id.is_some() && o.delete_rows.is_empty() && o.is_used());
+    out.desks = desks.into_iter().collect();
+    out
+}
+
+/// A read that failed: the rows depending on it fail with this message.
+pub type ReadError = Arc<str>;
+
+/// The parts of the live site that were read.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub members: HashMap<OrgIdx, Result<HashSet<Box<str>>, ReadError>>,
+    pub property_keys: HashMap<OrgIdx, Result<BTreeSet<String>, ReadError>>,
+    /// Values of keys the input wants to `set` that exist (None = vanished).
+    pub property_values: HashMap<(OrgIdx, String), Result<Option<Value>, ReadError>>,
+    /// Organization ids linked to each desk read.
+    pub desks: BTreeMap<String, Result<HashSet<u64>, ReadError>>,
+}
+
+/// Property values to read: keys the input wants to `set` that the site has.
+pub fn value_reads(d: &Desired, live: &Live) -> Vec<(OrgIdx, u64, String)> {
+    let mut out = Vec::new();
+    for (&i, keys) in &live.property_keys {
+        let Ok(keys) = keys else { continue };
+        let o = &d.orgs[i as usize];
+        let Some(id) = o.live_id else { continue };
+        for (k, w) in &o.properties {
+            if w.action == Action::Set && !w.conflict && keys.contains(k) {
+                out.push((i, id, k.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A row that needs no call (unchanged, or failed while planning), handed
+/// to the caller's sink as soon as it is known so that nothing accumulates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub row: RowIdx,
+    pub org: Option<OrgIdx>,
+    /// Account id, property key or desk id (empty for organization rows).
+    pub target: Arc<str>,
+    pub outcome: RowOutcome,
+}
+
+/// One write to the site.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    CreateOrg { org: OrgIdx, rows: Vec<RowIdx> },
+    DeleteOrg { org: OrgIdx, id: u64, rows: Vec<RowIdx> },
+    /// Add (or remove) up to `--chunk-size` members in one call.
+    Members { org: OrgIdx, add: bool, members: Vec<MemberChange> },
+    SetProperty { org: OrgIdx, key: String, value: Value, rows: Rows },
+    /// `rows: None` = removed by `--prune`.
+    DeleteProperty { org: OrgIdx, key: String, rows: Option<Rows> },
+    /// Link (or unlink) an organization and a service desk.
+    Link { org: OrgIdx, desk: String, link: bool, rows: Option<Rows> },
+}
+
+impl Op {
+    pub fn org(&self) -> OrgIdx {
+        match self {
+            Op::CreateOrg { org, .. }
+            | Op::DeleteOrg { org, .. }
+            | Op::Members { org, .. }
+            | Op::SetProperty { org, .. }
+            | Op::DeleteProperty { org, .. }
+            | Op::Link { org, .. } => *org,
+        }
+    }
+}
+
+/// One account id of a members call, with the rows it serves
+/// (`None` = removed by `--prune`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberChange {
+    pub account_id: Box<str>,
+    pub rows: Option<Rows>,
+}
+
+/// The operations of a run, in two phases: organizations first (creates
+/// give the ids that everything else needs), then the rest.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub org_ops: Vec<Op>,
+    pub ops: Vec<Op>,
+}
+
+impl Plan {
+    pub fn writes(&self) -> usize {
+        self.org_ops.len() + self.ops.len()
+    }
+}
+
+/// Settles rows into the caller's sink.
+struct Out<'s> {
+    sink: &'s mut dyn FnMut(&Desired, Settled),
+    d: &'s Desired,
+    org: OrgIdx,
+}
+
+impl Out<'_> {
+    fn rows(&mut self, rows: impl IntoIterator<Item = RowIdx>, target: &str, outcome: RowOutcome) {
+        let target: Arc<str> = target.into();
+        for row in rows {
+            (self.sink)(self.d, Settled { row, org: Some(self.org), target: target.clone(), outcome: outcome.clone() });
+        }
+    }
+    fn unchanged(&mut self, rows: &Rows, target: &str, msg: &str) {
+        self.rows(rows.iter(), target, RowOutcome::new(Outcome::Unchanged).with_message(msg));
+    }
+    fn read_failed(&mut self, rows: &Rows, target: &str, e: &ReadError) {
+        self.rows(rows.iter(), target, RowOutcome::failed(format!("could not read the site's current state: {e}")));
+    }
+    fn conflict(&mut self, rows: &Rows, target: &str, what: &str) {
+        let sources: Vec<String> = rows.iter().map(|r| self.d.source(r)).collect();
+        let msg = format!("contradictory rows for {what}: {}", sources.join(", "));
+        self.rows(rows.iter(), target, RowOutcome::failed(msg));
+    }
+}
+
+/// Turn the wanted state and the live state into operations; rows that need
+/// no call go to `sink` (with `d`, for names and sources) as soon as they are
+/// known. Drains the wants out of `d` (afterwards the report needs only its
+/// names, ids and row sources).
+pub fn plan(
+    d: &mut Desired,
+    live: &Live,
+    prune: bool,
+    chunk_size: usize,
+    sink: &mut dyn FnMut(&Desired, Settled),
+) -> Plan {
+    let chunk_size = chunk_size.max(1);
+    let mut p = Plan::default();
+    let prune_members = prune && d.kinds.contains(&Kind::Members);
+    let prune_props = prune && d.kinds.contains(&Kind::Properties);
+    let prune_desks = prune && d.kinds.contains(&Kind::ServiceDesks);
+
+    for i in 0..d.orgs.len() {
+        let idx = i as OrgIdx;
+        let o = &mut d.orgs[i];
+        let mut members = std::mem::take(&mut o.members);
+        let props = std::mem::take(&mut o.properties);
+        let desks = std::mem::take(&mut o.desks);
+        let d: &Desired = d;
+        let mut out = Out { sink: &mut *sink, d, org: idx };
+        let o = &d.orgs[i];
+
+        // An organization both deleted and used: every row involved fails.
+        if !o.delete_rows.is_empty() && (!o.upsert_rows.is_empty() || !members.is_empty() || !props.is_empty() || !desks.is_empty()) {
+            let deleted: Vec<String> = o.delete_rows.iter().map(|&r| d.source(r)).collect();
+            let mut used: Vec<(RowIdx, String)> = o.upsert_rows.iter().map(|&r| (r, String::new())).collect();
+            used.extend(members.iter().flat_map(|(k, w)| w.rows.iter().map(move |r| (r, k.to_string()))));
+            used.extend(props.iter().flat_map(|(k, w)| w.rows.iter().map(move |r| (r, k.clone()))));
+            used.extend(desks.iter().flat_map(|(k, w)| w.rows.iter().map(move |r| (r, k.clone()))));
+            used.sort();
+            let msg = RowOutcome::failed(format!(
+                "contradictory rows: organization {:?} is deleted at {} and used at {}{}",
+                o.name,
+                deleted.join(", "),
+                d.source(used[0].0),
+                if used.len() > 1 { format!(" and {} more rows", used.len() - 1) } else { String::new() }
+            ));
+            out.rows(o.delete_rows.iter().copied(), "", msg.clone());
+            for (r, target) in used {
+                out.rows([r], &target, msg.clone());
+            }
+            continue;
+        }
+        if !o.delete_rows.is_empty() {
+            match o.live_id {
+                Some(id) => p.org_ops.push(Op::DeleteOrg { org: idx, id, rows: o.delete_rows.clone() }),
+                None => out.unchanged(&rows_of(&o.delete_rows), "", "not on the site"),
+            }
+            continue;
+        }
+        match o.live_id {
+            Some(_) if !o.upsert_rows.is_empty() => out.unchanged(&rows_of(&o.upsert_rows), "", "already on the site"),
+            Some(_) => {}
+            None => p.org_ops.push(Op::CreateOrg { org: idx, rows: o.upsert_rows.clone() }),
+        }
+        let live_id = o.live_id;
+        let is_new = live_id.is_none();
+
+        // ----- members
+        if !members.is_empty() || (prune_members && !is_new) {
+            let current = if is_new { Ok(None) } else { lookup(&live.members, idx).map(Some) };
+            match current {
+                Err(e) => {
+                    for (id, w) in &members {
+                        out.read_failed(&w.rows, id, &e);
+                    }
+                }
+                Ok(current) => {
+                    let empty = HashSet::new();
+                    let current = current.unwrap_or(&empty);
+                    let mut adds = Vec::new();
+                    let mut removes = Vec::new();
+                    for (id, w) in members.iter() {
+                        if w.conflict {
+                            out.conflict(&w.rows, id, &format!("member {id}"));
+                            continue;
+                        }
+                        match (w.action, current.contains(id)) {
+                            (Action::Add, false) => adds.push(MemberChange { account_id: id.clone(), rows: Some(w.rows.clone()) }),
+                            (Action::Remove, true) => removes.push(MemberChange { account_id: id.clone(), rows: Some(w.rows.clone()) }),
+                            (Action::Add, true) => out.unchanged(&w.rows, id, "already a member"),
+                            _ => out.unchanged(&w.rows, id, "not a member"),
+                        }
+                    }
+                    if prune_members {
+                        let mut extra: Vec<&Box<str>> = current.iter().filter(|m| !members.contains_key(*m)).collect();
+                        extra.sort();
+                        removes.extend(extra.into_iter().map(|m| MemberChange { account_id: m.clone(), rows: None }));
+                    }
+                    members.clear();
+                    adds.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+                    removes.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+                    chunk(&mut p.ops, idx, true, adds, chunk_size);
+                    chunk(&mut p.ops, idx, false, removes, chunk_size);
+                }
+            }
+        }
+        drop(members);
+
+        // ----- properties
+        if !props.is_empty() || (prune_props && !is_new) {
+            let keys = if is_new { Ok(None) } else { lookup(&live.property_keys, idx).map(Some) };
+            match keys {
+                Err(e) => {
+                    for (k, w) in &props {
+                        out.read_failed(&w.rows, k, &e);
+                    }
+                }
+                Ok(keys) => {
+                    let empty = BTreeSet::new();
+                    let keys = keys.unwrap_or(&empty);
+                    for (key, w) in props.iter() {
+                        if w.conflict {
+                            out.conflict(&w.rows, key, &format!("property {key:?}"));
+                            continue;
+                        }
+                        let set = Op::SetProperty { org: idx, key: key.clone(), value: w.value.clone(), rows: w.rows.clone() };
+                        match (w.action, keys.contains(key)) {
+                            (Action::Set, false) => p.ops.push(set),
+                            (Action::Set, true) => match live.property_values.get(&(idx, key.clone())) {
+                                Some(Ok(Some(v))) if *v == w.value => out.unchanged(&w.rows, key, "same value"),
+                                Some(Err(e)) => out.read_failed(&w.rows, key, e),
+                                _ => p.ops.push(set),
+                            },
+                            (_, true) => p.ops.push(Op::DeleteProperty { org: idx, key: key.clone(), rows: Some(w.rows.clone()) }),
+                            (_, false) => out.unchanged(&w.rows, key, "no such property"),
+                        }
+                    }
+                    if prune_props {
+                        for k in keys.iter().filter(|k| !props.contains_key(*k)) {
+                            p.ops.push(Op::DeleteProperty { org: idx, key: k.clone(), rows: None });
+                        }
+                    }
+                }
+            }
+        }
+
+        // ----- service desk links
+        for (desk, w) in &desks {
+            if w.conflict {
+                out.conflict(&w.rows, desk, &format!("service desk {desk}"));
+                continue;
+            }
+            let linked = match (live.desks.get(desk), live_id) {
+                (_, None) => false,
+                (Some(Err(e)), _) => {
+                    out.read_failed(&w.rows, desk, e);
+                    continue;
+                }
+                (Some(Ok(set)), Some(id)) => set.contains(&id),
+                (None, Some(_)) => {
+                    out.read_failed(&w.rows, desk, &"the desk's organizations were not read".into());
+                    continue;
+                }
+            };
+            let link = w.action == Action::Link;
+            if link == linked {
+                out.unchanged(&w.rows, desk, if link { "already linked" } else { "not linked" });
+            } else {
+                p.ops.push(Op::Link { org: idx, desk: desk.clone(), link, rows: Some(w.rows.clone()) });
+            }
+        }
+        if let (true, Some(id)) = (prune_desks, live_id) {
+            for (desk, set) in &live.desks {
+                if matches!(set, Ok(set) if set.contains(&id)) && !desks.contains_key(desk) {
+                    p.ops.push(Op::Link { org: idx, desk: desk.clone(), link: false, rows: None });
+                }
+            }
+        }
+    }
+    p
+}
+
+fn rows_of(v: &[RowIdx]) -> Rows {
+    let mut rows = Rows::one(v[0]);
+    for &r in &v[1..] {
+        rows.push(r);
+    }
+    rows
+}
+
+fn lookup<T>(m: &HashMap<OrgIdx, Result<T, ReadError>>, idx: OrgIdx) -> Result<&T, ReadError> {
+    match m.get(&idx) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("the site's current state was not read".into()),
+    }
+}
+
+fn chunk(ops: &mut Vec<Op>, org: OrgIdx, add: bool, changes: Vec<MemberChange>, size: usize) {
+    let mut it = changes.into_iter().peekable();
+    while it.peek().is_some() {
+        let members: Vec<MemberChange> = it.by_ref().take(size).collect();
+        ops.push(Op::Members { org, add, members });
+    }
+}
+
+/// The report's `target` of a row: account id, property key or desk id.
+pub fn target_of(data: &RowData) -> &str {
+    match data {
+        RowData::Organization { .. } => "",
+        RowData::Member { account_id, .. } => account_id,
+        RowData::Property { key, .. } => key,
+        RowData::ServiceDesk { service_desk_id, .. } => service_desk_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::Source;
+
+    fn org(id: u64, name: &str) -> Organization {
+        Organization { id, name: name.into(), uuid: None, scim_managed: None, created: None }
+    }
+
+    struct Rows_ {
+        file: Arc<str>,
+        next: u64,
+    }
+
+    impl Rows_ {
+        fn new() -> Self {
+            Rows_ { file: Arc::from("in.csv"), next: 0 }
+        }
+        fn row(&mut self, kind: Kind, action: Action, data: RowData) -> Row {
+            let index = self.next;
+            self.next += 1;
+            Row { index, source: Source { file: self.file.clone(), line: index + 2 }, kind, action, data }
+        }
+        fn member(&mut self, org: &str, acc: &str, action: Action) -> Row {
+            let data = RowData::Member { org: OrgRef::Name(org.into()), account_id: acc.into() };
+            self.row(Kind::Members, action, data)
+        }
+        fn prop(&mut self, org: &str, key: &str, value: Value) -> Row {
+            let data = RowData::Property { org: OrgRef::Name(org.into()), key: key.into(), value };
+            self.row(Kind::Properties, Action::Set, data)
+        }
+        fn desk(&mut self, org: &str, desk: &str, action: Action) -> Row {
+            let data = RowData::ServiceDesk { org: OrgRef::Name(org.into()), service_desk_id: desk.into() };
+            self.row(Kind::ServiceDesks, action, data)
+        }
+        fn org(&mut self, name: &str, action: Action) -> Row {
+            self.row(Kind::Organizations, action, RowData::Organization { name: name.into() })
+        }
+    }
+
+    fn run_plan(d: &mut Desired, live: &Live, prune: bool, chunk: usize) -> (Plan, Vec<Settled>) {
+        let mut settled = Vec::new();
+        let p = plan(d, live, prune, chunk, &mut |_, s| settled.push(s));
+        settled.sort_by_key(|s| s.row);
+        (p, settled)
+    }
+
+    #[test]
+    fn new_orgs_are_created_and_need_no_reads() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[]);
+        d.add(r.org("Acme", Action::Upsert)).unwrap();
+        d.add(r.member("Acme", "a1", Action::Add)).unwrap();
+        d.add(r.member("Beta", "b1", Action::Add)).unwrap();
+        d.add(r.prop("Beta", "k", serde_json::json!({"x": 1}))).unwrap();
+        assert_eq!(reads(&d, false), Reads::default());
+        let (p, settled) = run_plan(&mut d, &Live::default(), false, 50);
+        assert!(settled.is_empty());
+        assert_eq!(
+            p.org_ops,
+            vec![Op::CreateOrg { org: 0, rows: vec![0] }, Op::CreateOrg { org: 1, rows: vec![] }]
+        );
+        assert_eq!(p.ops.len(), 3);
+    }
+
+    #[test]
+    fn members_are_chunked_sorted_and_unchanged_ones_skipped() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        for i in (0..120).rev() {
+            d.add(r.member("Acme", &format!("acc-{i:03}"), Action::Add)).unwrap();
+        }
+        assert_eq!(reads(&d, false).members, vec![(0, 7)]);
+        let mut live = Live::default();
+        live.members.insert(0, Ok(["acc-000".into(), "acc-001".into()].into_iter().collect()));
+        let (p, settled) = run_plan(&mut d, &live, false, 50);
+        assert_eq!(settled.len(), 2);
+        assert!(settled.iter().all(|s| s.outcome.outcome == Outcome::Unchanged));
+        let sizes: Vec<usize> = p
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Members { add: true, members, .. } => members.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![50, 50, 18]);
+        let Op::Members { members, .. } = &p.ops[0] else { unreachable!() };
+        assert_eq!(&*members[0].account_id, "acc-002");
+    }
+
+    #[test]
+    fn identical_duplicates_merge_and_contradictions_fail_naming_both_lines() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        d.add(r.member("Acme", "a1", Action::Add)).unwrap();
+        d.add(r.member("Acme", "a1", Action::Add)).unwrap();
+        d.add(r.member("Acme", "a2", Action::Add)).unwrap();
+        d.add(r.member("Acme", "a2", Action::Remove)).unwrap();
+        d.add(r.prop("Acme", "k", serde_json::json!(1))).unwrap();
+        d.add(r.prop("Acme", "k", serde_json::json!(2))).unwrap();
+        let mut live = Live::default();
+        live.members.insert(0, Ok(HashSet::new()));
+        live.property_keys.insert(0, Ok(BTreeSet::new()));
+        let (p, settled) = run_plan(&mut d, &live, false, 50);
+        // a1: one call serving rows 0 and 1
+        assert_eq!(p.ops.len(), 1);
+        let Op::Members { members, .. } = &p.ops[0] else { panic!() };
+        assert_eq!(members[0].rows.as_ref().unwrap().iter().collect::<Vec<_>>(), vec![0, 1]);
+        // a2 and k: all four rows fail, each naming both lines
+        assert_eq!(settled.iter().map(|s| s.row).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+        for s in &settled {
+            assert_eq!(s.outcome.outcome, Outcome::Failed);
+        }
+        let msg = settled[0].outcome.message.as_deref().unwrap();
+        assert!(msg.contains("in.csv:4") && msg.contains("in.csv:5"), "{msg}");
+        assert!(settled[2].outcome.message.as_deref().unwrap().contains("in.csv:6, in.csv:7"));
+    }
+
+    #[test]
+    fn a_rerun_against_the_state_it_produced_plans_no_writes() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        d.add(r.org("Acme", Action::Upsert)).unwrap();
+        d.add(r.member("Acme", "a1", Action::Add)).unwrap();
+        d.add(r.member("Acme", "gone", Action::Remove)).unwrap();
+        d.add(r.prop("Acme", "k", serde_json::json!({"b": 2, "a": [1]}))).unwrap();
+        d.add(r.desk("Acme", "10001", Action::Link)).unwrap();
+        d.add(r.desk("Acme", "10002", Action::Unlink)).unwrap();
+        let rd = reads(&d, false);
+        assert_eq!(rd.desks, vec!["10001".to_string(), "10002".to_string()]);
+        let mut live = Live::default();
+        live.members.insert(0, Ok(["a1".into()].into_iter().collect()));
+        live.property_keys.insert(0, Ok(["k".to_string()].into_iter().collect()));
+        assert_eq!(value_reads(&d, &live), vec![(0, 7, "k".to_string())]);
+        live.property_values.insert((0, "k".into()), Ok(Some(serde_json::json!({"a": [1], "b": 2}))));
+        live.desks.insert("10001".into(), Ok([7].into_iter().collect()));
+        live.desks.insert("10002".into(), Ok(HashSet::new()));
+        let (p, settled) = run_plan(&mut d, &live, false, 50);
+        assert_eq!(p.writes(), 0, "{p:?}");
+        assert_eq!(settled.len(), 6);
+        assert!(settled.iter().all(|s| s.outcome.outcome == Outcome::Unchanged));
+    }
+
+    #[test]
+    fn prune_touches_only_named_orgs_and_kinds_present() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme"), org(8, "Other")]);
+        d.add(r.member("Acme", "keep", Action::Add)).unwrap();
+        d.add(r.desk("Acme", "1", Action::Link)).unwrap();
+        let rd = reads(&d, true);
+        assert_eq!(rd.members, vec![(0, 7)]);
+        assert!(rd.property_keys.is_empty(), "no property rows: properties are left alone");
+        assert!(rd.all_desks);
+        let mut live = Live::default();
+        live.members.insert(0, Ok(["keep".into(), "drop1".into(), "drop2".into()].into_iter().collect()));
+        live.desks.insert("1".into(), Ok([7, 8].into_iter().collect()));
+        live.desks.insert("2".into(), Ok([7].into_iter().collect()));
+        let (p, settled) = run_plan(&mut d, &live, true, 50);
+        assert_eq!(settled.len(), 2);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Members {
+                    org: 0,
+                    add: false,
+                    members: vec![
+                        MemberChange { account_id: "drop1".into(), rows: None },
+                        MemberChange { account_id: "drop2".into(), rows: None }
+                    ]
+                },
+                Op::Link { org: 0, desk: "2".into(), link: false, rows: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_and_use_of_one_org_is_a_contradiction() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme"), org(9, "Old")]);
+        d.add(r.org("Acme", Action::Delete)).unwrap();
+        d.add(r.member("Acme", "a1", Action::Add)).unwrap();
+        d.add(r.org("Old", Action::Delete)).unwrap();
+        d.add(r.org("Never", Action::Delete)).unwrap();
+        let (p, settled) = run_plan(&mut d, &Live::default(), false, 50);
+        assert_eq!(p.org_ops, vec![Op::DeleteOrg { org: 1, id: 9, rows: vec![2] }]);
+        let outcomes: Vec<(RowIdx, Outcome)> = settled.iter().map(|s| (s.row, s.outcome.outcome)).collect();
+        assert_eq!(outcomes, vec![(0, Outcome::Failed), (1, Outcome::Failed), (3, Outcome::Unchanged)]);
+        assert!(settled[0].outcome.message.as_deref().unwrap().contains("deleted at in.csv:2 and used at in.csv:3"));
+    }
+
+    #[test]
+    fn unknown_organization_id_fails_at_once() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        let row = r.row(
+            Kind::Members,
+            Action::Add,
+            RowData::Member { org: OrgRef::Id(99), account_id: "a".into() },
+        );
+        let s = d.add(row).unwrap_err();
+        assert!(s.outcome.message.as_deref().unwrap().contains("organization_id 99 does not exist"));
+        let ok = r.row(Kind::Members, Action::Add, RowData::Member { org: OrgRef::Id(7), account_id: "a".into() });
+        d.add(ok).unwrap();
+        assert_eq!(d.orgs[0].name, "Acme");
+    }
+}

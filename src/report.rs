@@ -1,0 +1,364 @@
+//! The per-row report and the run summary.
+//!
+//! Owns the report's columns, its two formats (CSV, JSONL), the file
+//! permissions (0600: reports name customers) and the summary printed to
+//! stderr. It does not decide outcomes and does no network I/O; the executor's
+//! single consumer feeds it rows.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::escape_formula;
+use crate::throttle::CounterSnapshot;
+
+/// A row's outcome, as DESIGN.md names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Created,
+    Added,
+    Removed,
+    Set,
+    Deleted,
+    Linked,
+    Unlinked,
+    Unchanged,
+    Planned,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Added => "added",
+            Outcome::Removed => "removed",
+            Outcome::Set => "set",
+            Outcome::Deleted => "deleted",
+            Outcome::Linked => "linked",
+            Outcome::Unlinked => "unlinked",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Planned => "planned",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Created,
+        Outcome::Added,
+        Outcome::Removed,
+        Outcome::Set,
+        Outcome::Deleted,
+        Outcome::Linked,
+        Outcome::Unlinked,
+        Outcome::Unchanged,
+        Outcome::Planned,
+        Outcome::Failed,
+    ];
+}
+
+/// The result of one input row, kept compactly (one per input row in memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowOutcome {
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    /// Shared between the rows of one call (a chunk's error, a conflict).
+    pub message: Option<Arc<str>>,
+}
+
+impl RowOutcome {
+    pub fn new(outcome: Outcome) -> RowOutcome {
+        RowOutcome { outcome, http_status: None, attempts: 0, message: None }
+    }
+    pub fn failed(message: impl Into<Arc<str>>) -> RowOutcome {
+        RowOutcome { outcome: Outcome::Failed, http_status: None, attempts: 0, message: Some(message.into()) }
+    }
+    pub fn with_message(mut self, message: impl Into<Arc<str>>) -> RowOutcome {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// One line of the report, in the column order of DESIGN.md.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportRow {
+    pub source: String,
+    pub kind: String,
+    pub action: String,
+    pub organization: String,
+    pub organization_id: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub message: String,
+}
+
+const COLUMNS: [&str; 10] = [
+    "source",
+    "kind",
+    "action",
+    "organization",
+    "organization_id",
+    "target",
+    "outcome",
+    "http_status",
+    "attempts",
+    "message",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Csv,
+    Jsonl,
+}
+
+impl ReportFormat {
+    pub fn for_path(path: &Path) -> ReportFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("jsonl") => ReportFormat::Jsonl,
+            _ => ReportFormat::Csv,
+        }
+    }
+}
+
+/// Writes report rows to a file created with mode 0600.
+///
+/// Each row is formatted whole in memory first and then handed to the file
+/// buffer in one piece, so the buffer never spills half a row to disk: a run
+/// killed at any moment leaves `FILE.partial` ending on a row boundary.
+pub struct ReportWriter {
+    out: BufWriter<File>,
+    format: RowFormat,
+}
+
+enum RowFormat {
+    Csv,
+    Jsonl,
+}
+
+impl ReportWriter {
+    /// Create (truncate) `path`. `format` decides CSV or JSONL.
+    pub fn create(path: &Path, format: ReportFormat) -> std::io::Result<ReportWriter> {
+        let file = create_private(path)?;
+        let mut w = ReportWriter {
+            out: BufWriter::new(file),
+            format: match format {
+                ReportFormat::Jsonl => RowFormat::Jsonl,
+                ReportFormat::Csv => RowFormat::Csv,
+            },
+        };
+        if let RowFormat::Csv = w.format {
+            w.out.write_all(&csv_record(COLUMNS)?)?;
+        }
+        Ok(w)
+    }
+
+    pub fn write(&mut self, row: &ReportRow) -> std::io::Result<()> {
+        let bytes = match self.format {
+            RowFormat::Jsonl => {
+                let mut line = serde_json::to_vec(row)?;
+                line.push(b'\n');
+                line
+            }
+            RowFormat::Csv => {
+                // Spreadsheets run cells starting with = + - @; names come
+                // from customers' data, so every text cell is escaped.
+                let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
+                let attempts = row.attempts.to_string();
+                csv_record([
+                    &*escape_formula(&row.source),
+                    &row.kind,
+                    &row.action,
+                    &escape_formula(&row.organization),
+                    &row.organization_id,
+                    &escape_formula(&row.target),
+                    row.outcome.as_str(),
+                    &status,
+                    &attempts,
+                    &escape_formula(&row.message),
+                ])?
+            }
+        };
+        // One piece: the buffer spills whole rows only.
+        self.out.write_all(&bytes)
+    }
+
+    /// Flush buffers so an interrupted run keeps what was written.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Flush and fsync.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.out.get_ref().sync_all()
+    }
+}
+
+/// One CSV record, formatted in memory.
+fn csv_record<I, T>(cells: I) -> std::io::Result<Vec<u8>>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    let mut w = csv::WriterBuilder::new().buffer_capacity(512).from_writer(Vec::with_capacity(256));
+    w.write_record(cells)?;
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+/// Create a file only the owner can read (0600 on Unix).
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        // An existing file keeps its old mode with `mode()`: set it.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+/// `FILE.partial`, where finished rows are appended while the run goes.
+pub fn partial_path(report: &Path) -> PathBuf {
+    let mut s = report.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Counts for the summary printed at the end of an import.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub outcomes: BTreeMap<Outcome, u64>,
+    pub rows: u64,
+    pub pruned_members: u64,
+    pub pruned_properties: u64,
+    pub pruned_links: u64,
+    pub counters: CounterSnapshot,
+    pub elapsed: Duration,
+    pub dry_run: bool,
+    pub report: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    pub aborted: Option<String>,
+}
+
+impl Summary {
+    pub fn count(&mut self, outcome: Outcome) {
+        *self.outcomes.entry(outcome).or_default() += 1;
+        self.rows += 1;
+    }
+    pub fn failed(&self) -> u64 {
+        self.outcomes.get(&Outcome::Failed).copied().unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let title = if self.dry_run { "import (dry run)" } else { "import" };
+        writeln!(f, "{title}: {} rows", self.rows)?;
+        for o in Outcome::ALL {
+            if let Some(n) = self.outcomes.get(&o) {
+                writeln!(f, "  {:<10} {n}", o.as_str())?;
+            }
+        }
+        if self.pruned_members + self.pruned_properties + self.pruned_links > 0 {
+            writeln!(
+                f,
+                "  pruned     {} members, {} properties, {} desk links",
+                self.pruned_members, self.pruned_properties, self.pruned_links
+            )?;
+        }
+        let secs = self.elapsed.as_secs_f64();
+        let c = &self.counters;
+        writeln!(
+            f,
+            "  requests {} ({:.1}/s), retries {}, 429s {}, elapsed {:.2}s",
+            c.requests,
+            if secs > 0.0 { c.requests as f64 / secs } else { 0.0 },
+            c.retries,
+            c.rate_limited,
+            secs
+        )?;
+        if let Some(p) = &self.report {
+            writeln!(f, "  report: {}", p.display())?;
+        }
+        if let Some(a) = &self.aborted {
+            writeln!(f, "  ABORTED: {a}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(org: &str) -> ReportRow {
+        ReportRow {
+            source: "in.csv:2".into(),
+            kind: "members".into(),
+            action: "add".into(),
+            organization: org.into(),
+            organization_id: "7".into(),
+            target: "acc-1".into(),
+            outcome: Outcome::Added,
+            http_status: Some(204),
+            attempts: 1,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn csv_report_has_header_escapes_formulas_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut w = ReportWriter::create(&p, ReportFormat::for_path(&p)).unwrap();
+        w.write(&row("=HYPERLINK(\"x\")")).unwrap();
+        w.write(&row("Acme, \"Inc\"\nLine 2")).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), COLUMNS.to_vec());
+        let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+        assert_eq!(&rows[0][3], "'=HYPERLINK(\"x\")");
+        assert_eq!(&rows[1][3], "Acme, \"Inc\"\nLine 2");
+        assert_eq!(&rows[1][6], "added");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn jsonl_report_is_one_object_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        assert_eq!(ReportFormat::for_path(&p), ReportFormat::Jsonl);
+        let mut w = ReportWriter::create(&p, ReportFormat::Jsonl).unwrap();
+        w.write(&row("=x")).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["organization"], "=x");
+        assert_eq!(v["outcome"], "added");
+        assert_eq!(v["http_status"], 204);
+    }
+}
