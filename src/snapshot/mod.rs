@@ -1,0 +1,767 @@
+//! `export`: a complete, deterministic, atomic snapshot of a site.
+//!
+//! Owns the read plan of an export and the collection of its results: the
+//! organization pages (streamed: each page starts its organizations' work at
+//! once), every organization's member pages, property keys and property
+//! values, and every service desk's organization pages, all run concurrently
+//! through one `buffer_unordered` whose single consumer owns the progress bar
+//! and the collected data (no locks around results, nothing held across an
+//! await). Sequential chains (the next page of a list) jump the queue so that
+//! paging never waits behind the per-organization work it feeds.
+//!
+//! It must not speak HTTP or pace requests itself: every read goes through
+//! the typed [`Client`], hence through the shared throttle, its retries and
+//! its abort switch. It must not write files either: sorted records go to
+//! [`write`], which owns the staging directory, the formats and the atomic
+//! rename, so that a failed read can never leave a snapshot that looks whole.
+//!
+//! Concurrent changes are tolerated, not hidden: an organization that answers
+//! 404 mid-read is left out entirely and reported; a property deleted between
+//! its key list and its value is absent; the [`pager`] notices lists that
+//! shift under deletions and re-reads just enough to miss no survivor.
+
+mod pager;
+mod write;
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::stream::{self, PollNext, StreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::api::client::PAGE_LIMIT;
+use crate::api::{ApiError, Client, Organization, Page, ServiceDesk, User};
+use crate::model::{DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord, DATA_FILES};
+use pager::{Pager, Unstable};
+use write::{FileEntry, ManifestInfo, Staging};
+
+/// Calls kept in flight by the export per slot of the throttle's
+/// concurrency. The throttle (`--concurrency`, `--rate`) is the real limit;
+/// this only keeps it fed without queueing so many calls at its semaphore
+/// that the next organization page waits long behind them.
+const IN_FLIGHT_PER_SLOT: usize = 4;
+
+/// Data format of the snapshot files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    /// File extension, also the manifest's `data_format`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// What to export and where.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The snapshot directory to create.
+    pub out: PathBuf,
+    pub format: Format,
+    /// Desks whose links to export; empty = every desk from `GET /servicedesk`.
+    pub service_desks: Vec<String>,
+    /// Replace an existing `out` (only an empty directory or a snapshot).
+    pub overwrite: bool,
+    /// Site URL written to the manifest (credentials are stripped anyway).
+    pub site: String,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The outcome of a successful export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSummary {
+    pub organizations: u64,
+    pub members: u64,
+    pub properties: u64,
+    pub service_desk_links: u64,
+    /// Organizations that answered 404 mid-read (deleted while the export
+    /// ran): left out of every file.
+    pub vanished_organizations: Vec<u64>,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub elapsed: Duration,
+    pub out: PathBuf,
+}
+
+impl fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "export complete: {}", self.out.display())?;
+        writeln!(
+            f,
+            "  {} organizations, {} members, {} properties, {} service desk links",
+            self.organizations, self.members, self.properties, self.service_desk_links
+        )?;
+        write!(
+            f,
+            "  {} requests, {} retries, {} rate limited (429), {:.1}s",
+            self.requests,
+            self.retries,
+            self.rate_limited,
+            self.elapsed.as_secs_f64()
+        )?;
+        if !self.vanished_organizations.is_empty() {
+            let ids: Vec<String> = self.vanished_organizations.iter().map(u64::to_string).collect();
+            write!(
+                f,
+                "\n  warning: {} organization(s) were deleted while the export ran and are not in the snapshot: {}",
+                ids.len(),
+                ids.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an export failed. No snapshot was installed in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{} already exists: choose another --out, or replace it with --overwrite", .0.display())]
+    OutExists(PathBuf),
+    #[error("cannot use {} as --out: {}", .0.display(), .1)]
+    BadOut(PathBuf, &'static str),
+    #[error("reading the site failed: {0}")]
+    Api(ApiError),
+    #[error("service desk {0:?} does not exist on the site (404)")]
+    UnknownServiceDesk(String),
+    #[error("{0} kept changing while it was read ({1} re-reads): try again when the site is quieter")]
+    Unstable(String, u32),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+impl ExportError {
+    /// 2 for bad usage (nothing was read), 3 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExportError::OutExists(_) | ExportError::BadOut(..) => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// Export the site behind `client` into `opts.out`.
+pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let before = client.throttle().snapshot();
+    let staging = Staging::prepare(&opts.out, opts.overwrite)?;
+
+    let site = read_site(client, opts).await?;
+
+    let counts = Counts {
+        organizations: site.orgs.len() as u64,
+        members: site.orgs.iter().map(|o| o.members.len() as u64).sum(),
+        properties: site.orgs.iter().map(|o| o.properties.len() as u64).sum(),
+        service_desk_links: site.links.len() as u64,
+    };
+    let vanished = site.vanished.clone();
+    let info = ManifestInfo {
+        site: manifest_site(&opts.site),
+        started_at,
+        finished_at: String::new(),
+        format: opts.format,
+        service_desks: site.desks.clone(),
+    };
+    let format = opts.format;
+    // If this future is dropped (Ctrl-C) while the writer runs, the writer
+    // must not install the snapshot afterwards: the caller has given up.
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let _abandon_on_drop = AbandonOnDrop(abandoned.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), ExportError> {
+        let files = write_files(staging.path(), format, site)?;
+        let info = ManifestInfo { finished_at: now_rfc3339(), ..info };
+        if abandoned.load(AtomicOrdering::SeqCst) {
+            return Err(ExportError::Io(
+                "export interrupted before the snapshot was installed".into(),
+                std::io::ErrorKind::Interrupted.into(),
+            ));
+        }
+        staging.install(&write::manifest(&info, &files))
+    })
+    .await
+    .map_err(|e| ExportError::Io("the snapshot writer stopped".into(), std::io::Error::other(e.to_string())))??;
+
+    let after = client.throttle().snapshot();
+    Ok(ExportSummary {
+        organizations: counts.organizations,
+        members: counts.members,
+        properties: counts.properties,
+        service_desk_links: counts.service_desk_links,
+        vanished_organizations: vanished,
+        requests: after.requests.saturating_sub(before.requests),
+        retries: after.retries.saturating_sub(before.retries),
+        rate_limited: after.rate_limited.saturating_sub(before.rate_limited),
+        elapsed: started.elapsed(),
+        out: opts.out.clone(),
+    })
+}
+
+/// Sets its flag when dropped: on every exit of `export`, including the
+/// future being dropped mid-await.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, AtomicOrdering::SeqCst);
+    }
+}
+
+struct Counts {
+    organizations: u64,
+    members: u64,
+    properties: u64,
+    service_desk_links: u64,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The site URL for the manifest, without any user:password in it.
+fn manifest_site(site: &str) -> String {
+    match url::Url::parse(site) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => site.to_string(),
+    }
+}
+
+// ----- the read side ------------------------------------------------------
+
+/// One organization with everything read for it, sorted.
+#[derive(Debug)]
+struct OrgData {
+    org: Organization,
+    members: Vec<User>,
+    properties: Vec<(String, Value)>,
+}
+
+/// Everything an export read, sorted for writing.
+#[derive(Debug)]
+struct SiteData {
+    /// By numeric id.
+    orgs: Vec<OrgData>,
+    /// (index into `orgs`, desk id), by (org id, desk id).
+    links: Vec<(usize, String)>,
+    /// Desks exported, in desk order.
+    desks: Vec<String>,
+    /// Organizations that answered 404 mid-read, ascending.
+    vanished: Vec<u64>,
+}
+
+/// One call of the read plan.
+#[derive(Debug)]
+enum Job {
+    OrgPage { start: u64 },
+    Members { org: u64, start: u64 },
+    PropertyKeys { org: u64 },
+    Property { org: u64, key: String },
+    DeskList { start: u64 },
+    DeskPage { desk: usize, id: String, start: u64 },
+}
+
+/// The result of one job, 404s already sorted into their meaning.
+enum Done {
+    OrgPage {
+        start: u64,
+        page: Page<Organization>,
+    },
+    Members {
+        org: u64,
+        start: u64,
+        page: Page<User>,
+    },
+    PropertyKeys {
+        org: u64,
+        keys: Vec<String>,
+    },
+    Property {
+        org: u64,
+        key: String,
+        value: Option<Value>,
+    },
+    /// The organization answered 404: deleted while we read it.
+    OrgGone {
+        org: u64,
+    },
+    /// Not sent: the organization already vanished.
+    Skipped,
+    DeskList {
+        start: u64,
+        page: Page<ServiceDesk>,
+    },
+    DeskPage {
+        desk: usize,
+        start: u64,
+        page: Page<Organization>,
+    },
+    DeskGone {
+        desk: usize,
+    },
+}
+
+impl Job {
+    fn org(&self) -> Option<u64> {
+        match self {
+            Job::Members { org, .. } | Job::PropertyKeys { org } | Job::Property { org, .. } => Some(*org),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Job::OrgPage { start } => format!("GET /organization?start={start}"),
+            Job::Members { org, start } => format!("GET /organization/{org}/user?start={start}"),
+            Job::PropertyKeys { org } => format!("GET /organization/{org}/property"),
+            Job::Property { org, key } => format!("GET /organization/{org}/property/{key}"),
+            Job::DeskList { start } => format!("GET /servicedesk?start={start}"),
+            Job::DeskPage { id, start, .. } => {
+                format!("GET /servicedesk/{id}/organization?start={start}")
+            }
+        }
+    }
+}
+
+/// Run one job; a job of an organization already known to be gone is
+/// answered without a request.
+async fn run_job(client: &Client, job: Job, vanished: &Mutex<HashSet<u64>>) -> (Job, Result<Done, ApiError>) {
+    if let Some(org) = job.org() {
+        let gone = vanished.lock().expect("vanished lock").contains(&org);
+        if gone {
+            return (job, Ok(Done::Skipped));
+        }
+    }
+    let result = match &job {
+        Job::OrgPage { start } => {
+            client.organizations_page(*start, PAGE_LIMIT).await.map(|c| Done::OrgPage { start: *start, page: c.value })
+        }
+        Job::Members { org, start } => match client.users_page(*org, *start, PAGE_LIMIT).await {
+            Ok(c) => Ok(Done::Members { org: *org, start: *start, page: c.value }),
+            Err(e) if e.is_not_found() => Ok(Done::OrgGone { org: *org }),
+            Err(e) => Err(e),
+        },
+        Job::PropertyKeys { org } => match client.property_keys(*org).await {
+            Ok(c) => Ok(Done::PropertyKeys { org: *org, keys: c.value }),
+            Err(e) if e.is_not_found() => Ok(Done::OrgGone { org: *org }),
+            Err(e) => Err(e),
+        },
+        Job::Property { org, key } => match client.property(*org, key).await {
+            Ok(c) => Ok(Done::Property { org: *org, key: key.clone(), value: Some(c.value.value) }),
+            Err(e) if e.is_not_found() => Ok(Done::Property { org: *org, key: key.clone(), value: None }),
+            Err(e) => Err(e),
+        },
+        Job::DeskList { start } => {
+            client.service_desks_page(*start, PAGE_LIMIT).await.map(|c| Done::DeskList { start: *start, page: c.value })
+        }
+        Job::DeskPage { desk, id, start } => match client.desk_organizations_page(id, *start, PAGE_LIMIT).await {
+            Ok(c) => Ok(Done::DeskPage { desk: *desk, start: *start, page: c.value }),
+            Err(e) if e.is_not_found() => Ok(Done::DeskGone { desk: *desk }),
+            Err(e) => Err(e),
+        },
+    };
+    (job, result)
+}
+
+/// One service desk being read.
+#[derive(Debug)]
+struct DeskState {
+    id: String,
+    /// Named by `--service-desk` (a 404 is then an error, not a vanished desk).
+    named: bool,
+    pager: Pager<u64>,
+    orgs: Vec<u64>,
+    gone: bool,
+}
+
+/// One organization being read.
+#[derive(Debug)]
+struct OrgEntry {
+    org: Organization,
+    members: Vec<User>,
+    properties: Vec<(String, Value)>,
+    /// Jobs of this organization not finished yet (the member chain counts
+    /// as one).
+    pending: usize,
+}
+
+/// The two job lanes and the count of jobs not yet answered.
+struct Queue {
+    chains: mpsc::UnboundedSender<Job>,
+    work: mpsc::UnboundedSender<Job>,
+    outstanding: usize,
+}
+
+impl Queue {
+    /// A page of a list: goes before per-organization work.
+    fn chain(&mut self, job: Job) {
+        self.outstanding += 1;
+        self.chains.unbounded_send(job).expect("the job stream outlives the queue");
+    }
+
+    fn work(&mut self, job: Job) {
+        self.outstanding += 1;
+        self.work.unbounded_send(job).expect("the job stream outlives the queue");
+    }
+}
+
+/// The consumer's state: everything collected so far.
+struct Reader {
+    orgs: HashMap<u64, OrgEntry>,
+    org_pager: Pager<u64>,
+    member_pagers: HashMap<u64, Pager<String>>,
+    desk_pager: Pager<String>,
+    desks: Vec<DeskState>,
+    vanished: Vec<u64>,
+    progress: ProgressBar,
+}
+
+impl Reader {
+    fn org_done(&mut self, org: u64) {
+        if let Some(entry) = self.orgs.get_mut(&org) {
+            entry.pending -= 1;
+            if entry.pending == 0 {
+                self.progress.inc(1);
+            }
+        }
+    }
+
+    fn vanish(&mut self, org: u64, shared: &Mutex<HashSet<u64>>) {
+        if let Some(entry) = self.orgs.remove(&org) {
+            tracing::warn!(
+                organization = org,
+                name = %entry.org.name,
+                "organization deleted while the export ran: left out"
+            );
+            shared.lock().expect("vanished lock").insert(org);
+            self.member_pagers.remove(&org);
+            self.vanished.push(org);
+            if entry.pending > 0 {
+                self.progress.inc(1);
+            }
+        }
+    }
+
+    fn add_desk(&mut self, id: String, named: bool, q: &mut Queue) {
+        let desk = self.desks.len();
+        q.chain(Job::DeskPage { desk, id: id.clone(), start: 0 });
+        self.desks.push(DeskState { id, named, pager: Pager::new(), orgs: Vec::new(), gone: false });
+    }
+
+    /// Take one finished job, queueing what it leads to.
+    fn take(&mut self, done: Done, q: &mut Queue, shared: &Mutex<HashSet<u64>>) -> Result<(), ExportError> {
+        match done {
+            Done::OrgPage { start, page } => {
+                let fresh = self
+                    .org_pager
+                    .accept(start, page.values, page.is_last_page, |o| o.id)
+                    .map_err(|u| unstable("the organization list", u))?;
+                self.progress.inc_length(fresh.len() as u64);
+                for org in fresh {
+                    let id = org.id;
+                    self.orgs.insert(id, OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
+                    q.work(Job::Members { org: id, start: 0 });
+                    q.work(Job::PropertyKeys { org: id });
+                }
+                if let Some(start) = self.org_pager.next_start() {
+                    q.chain(Job::OrgPage { start });
+                }
+            }
+            Done::Members { org, start, page } => {
+                let Some(entry) = self.orgs.get_mut(&org) else {
+                    return Ok(());
+                };
+                let mut pager =
+                    if start == 0 { Pager::new() } else { self.member_pagers.remove(&org).unwrap_or_default() };
+                let fresh = pager
+                    .accept(start, page.values, page.is_last_page, |u| u.account_id.clone())
+                    .map_err(|u| unstable(&format!("the members of organization {org}"), u))?;
+                entry.members.extend(fresh);
+                match pager.next_start() {
+                    Some(start) => {
+                        self.member_pagers.insert(org, pager);
+                        q.chain(Job::Members { org, start });
+                    }
+                    None => self.org_done(org),
+                }
+            }
+            Done::PropertyKeys { org, mut keys } => {
+                let Some(entry) = self.orgs.get_mut(&org) else {
+                    return Ok(());
+                };
+                keys.sort_unstable();
+                keys.dedup();
+                entry.pending += keys.len();
+                for key in keys {
+                    q.work(Job::Property { org, key });
+                }
+                self.org_done(org);
+            }
+            Done::Property { org, key, value } => {
+                if let (Some(entry), Some(value)) = (self.orgs.get_mut(&org), value) {
+                    entry.properties.push((key, value));
+                }
+                self.org_done(org);
+            }
+            Done::OrgGone { org } => self.vanish(org, shared),
+            Done::Skipped => {}
+            Done::DeskList { start, page } => {
+                let fresh = self
+                    .desk_pager
+                    .accept(start, page.values, page.is_last_page, |d| d.id.clone())
+                    .map_err(|u| unstable("the service desk list", u))?;
+                for desk in fresh {
+                    self.add_desk(desk.id, false, q);
+                }
+                if let Some(start) = self.desk_pager.next_start() {
+                    q.chain(Job::DeskList { start });
+                }
+            }
+            Done::DeskPage { desk, start, page } => {
+                let state = &mut self.desks[desk];
+                let fresh = state
+                    .pager
+                    .accept(start, page.values, page.is_last_page, |o| o.id)
+                    .map_err(|u| unstable(&format!("the organizations of service desk {}", state.id), u))?;
+                state.orgs.extend(fresh.into_iter().map(|o| o.id));
+                if let Some(start) = state.pager.next_start() {
+                    q.chain(Job::DeskPage { desk, id: state.id.clone(), start });
+                }
+            }
+            Done::DeskGone { desk } => {
+                let state = &mut self.desks[desk];
+                if state.named {
+                    return Err(ExportError::UnknownServiceDesk(state.id.clone()));
+                }
+                tracing::warn!(
+                    service_desk = %state.id,
+                    "service desk deleted while the export ran: its links are left out"
+                );
+                state.gone = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sort everything into the snapshot's order.
+    fn finish(self) -> SiteData {
+        let mut orgs: Vec<OrgData> = self
+            .orgs
+            .into_values()
+            .map(|e| {
+                let mut members = e.members;
+                members.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id));
+                members.dedup_by(|a, b| a.account_id == b.account_id);
+                let mut properties = e.properties;
+                properties.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                properties.dedup_by(|a, b| a.0 == b.0);
+                OrgData { org: e.org, members, properties }
+            })
+            .collect();
+        orgs.sort_unstable_by_key(|o| o.org.id);
+        let index: HashMap<u64, usize> = orgs.iter().enumerate().map(|(i, o)| (o.org.id, i)).collect();
+
+        let mut desks: Vec<DeskState> = self.desks.into_iter().filter(|d| !d.gone).collect();
+        desks.sort_by(|a, b| desk_order(&a.id, &b.id));
+        desks.dedup_by(|a, b| a.id == b.id);
+        let mut links: Vec<(usize, String)> = Vec::new();
+        let mut unknown = 0usize;
+        for desk in &desks {
+            for org in &desk.orgs {
+                match index.get(org) {
+                    Some(&i) => links.push((i, desk.id.clone())),
+                    // Created (or deleted) while the export ran: the
+                    // organization list does not have it.
+                    None => unknown += 1,
+                }
+            }
+        }
+        if unknown > 0 {
+            tracing::info!(
+                links = unknown,
+                "service desk links to organizations not in the snapshot (created or deleted during the export) left out"
+            );
+        }
+        links.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| desk_order(&a.1, &b.1)));
+        links.dedup();
+        let mut vanished = self.vanished;
+        vanished.sort_unstable();
+        SiteData { orgs, links, desks: desks.into_iter().map(|d| d.id).collect(), vanished }
+    }
+}
+
+fn unstable(what: &str, u: Unstable) -> ExportError {
+    ExportError::Unstable(what.to_string(), u.resyncs)
+}
+
+/// Desk ids in numeric order when both are numeric, numeric ones first,
+/// others by text.
+fn desk_order(a: &str, b: &str) -> Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{spinner} exporting [{bar:30}] {pos}/{len} organizations ({per_sec}, {elapsed})")
+            .expect("valid progress template")
+            .progress_chars("=> ");
+    pb.set_style(style);
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// Read the whole site concurrently and return it sorted.
+async fn read_site(client: &Client, opts: &ExportOptions) -> Result<SiteData, ExportError> {
+    let (chains_tx, chains_rx) = mpsc::unbounded::<Job>();
+    let (work_tx, work_rx) = mpsc::unbounded::<Job>();
+    let mut q = Queue { chains: chains_tx, work: work_tx, outstanding: 0 };
+    let shared_vanished = Mutex::new(HashSet::new());
+    let mut reader = Reader {
+        orgs: HashMap::new(),
+        org_pager: Pager::new(),
+        member_pagers: HashMap::new(),
+        desk_pager: Pager::new(),
+        desks: Vec::new(),
+        vanished: Vec::new(),
+        progress: progress_bar(opts.progress),
+    };
+
+    q.chain(Job::OrgPage { start: 0 });
+    if opts.service_desks.is_empty() {
+        q.chain(Job::DeskList { start: 0 });
+    } else {
+        let mut named: Vec<String> = Vec::new();
+        for id in &opts.service_desks {
+            let id = id.trim();
+            if !id.is_empty() && !named.iter().any(|n| n == id) {
+                named.push(id.to_string());
+            }
+        }
+        for id in named {
+            reader.add_desk(id, true, &mut q);
+        }
+    }
+
+    let in_flight = (client.throttle().concurrency() * IN_FLIGHT_PER_SLOT).clamp(8, 512);
+    let mut replies = stream::select_with_strategy(chains_rx, work_rx, |_: &mut ()| PollNext::Left)
+        .map(|job| run_job(client, job, &shared_vanished))
+        .buffer_unordered(in_flight);
+
+    let result: Result<(), ExportError> = async {
+        while q.outstanding > 0 {
+            let Some((job, result)) = replies.next().await else {
+                break;
+            };
+            q.outstanding -= 1;
+            match result {
+                Ok(done) => reader.take(done, &mut q, &shared_vanished)?,
+                Err(e) => {
+                    tracing::error!(
+                        call = %job.describe(),
+                        attempts = e.attempts,
+                        "read failed: {e}"
+                    );
+                    return Err(ExportError::Api(e));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    reader.progress.finish_and_clear();
+    result?;
+    if reader.org_pager.resyncs() > 0 {
+        tracing::info!(
+            resyncs = reader.org_pager.resyncs(),
+            "the organization list shifted while it was read (deletions); re-read the shifted pages"
+        );
+    }
+    Ok(reader.finish())
+}
+
+/// Write the four data files; entries come back in `DATA_FILES` order.
+/// Rows move out of `site` (only the organization name is copied per row).
+fn write_files(dir: &std::path::Path, format: Format, site: SiteData) -> Result<Vec<FileEntry>, ExportError> {
+    let SiteData { mut orgs, links, .. } = site;
+    let mut files = Vec::with_capacity(DATA_FILES.len());
+    files.push(write::write_data_file(
+        dir,
+        "members",
+        format,
+        orgs.iter_mut().flat_map(|o| {
+            let org = &o.org;
+            std::mem::take(&mut o.members).into_iter().map(move |u| MemberRecord {
+                organization: org.name.clone(),
+                organization_id: org.id,
+                account_id: u.account_id,
+                email: u.email_address,
+                display_name: u.display_name,
+            })
+        }),
+    )?);
+    files.push(write::write_data_file(
+        dir,
+        "properties",
+        format,
+        orgs.iter_mut().flat_map(|o| {
+            let org = &o.org;
+            std::mem::take(&mut o.properties).into_iter().map(move |(key, value)| PropertyRecord {
+                organization: org.name.clone(),
+                organization_id: org.id,
+                key,
+                value,
+            })
+        }),
+    )?);
+    files.push(write::write_data_file(
+        dir,
+        "service_desks",
+        format,
+        links.into_iter().map(|(i, desk)| DeskLinkRecord {
+            organization: orgs[i].org.name.clone(),
+            organization_id: orgs[i].org.id,
+            service_desk_id: desk,
+        }),
+    )?);
+    files.push(write::write_data_file(
+        dir,
+        "organizations",
+        format,
+        orgs.into_iter().map(|o| OrgRecord {
+            id: o.org.id,
+            name: o.org.name,
+            uuid: o.org.uuid,
+            scim_managed: o.org.scim_managed,
+            created: o.org.created,
+        }),
+    )?);
+    files.sort_by_key(|f| DATA_FILES.iter().position(|kind| f.name.split('.').next() == Some(*kind)));
+    Ok(files)
+}
