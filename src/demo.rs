@@ -1,0 +1,147 @@
+//! `jsm-orgs demo`: the newcomer's first run. Starts a sandbox in-process,
+//! imports the bundled samples, re-runs the import to show it makes no
+//! writes, exports a snapshot, and says where everything is.
+//!
+//! The samples are embedded in the binary so the demo runs from any
+//! directory. It only wires together `sandbox`, `import` and `snapshot`; it
+//! adds no behaviour of its own that the real commands lack.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{Auth, Client, ClientConfig};
+use crate::sandbox::{Sandbox, SandboxConfig, SandboxCredentials};
+use crate::settings::ImportOptions;
+use crate::snapshot::{ExportOptions, Format};
+use crate::throttle::{RetryPolicy, Throttle, ThrottleConfig};
+
+/// The bundled samples: (file name, contents).
+pub const SAMPLES: [(&str, &str); 4] = [
+    ("organizations.csv", include_str!("../samples/organizations.csv")),
+    ("members.csv", include_str!("../samples/members.csv")),
+    ("properties.jsonl", include_str!("../samples/properties.jsonl")),
+    ("service_desks.csv", include_str!("../samples/service_desks.csv")),
+];
+
+/// The service desks the samples link organizations to.
+pub const SAMPLE_DESKS: [&str; 2] = ["10001", "10002"];
+
+/// Run the demo; returns the exit code.
+pub async fn run(dir: Option<PathBuf>, progress: bool) -> u8 {
+    match demo(dir, progress).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            crate::EXIT_ABORTED
+        }
+    }
+}
+
+/// Write the embedded samples into `dir`.
+pub fn write_samples(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in SAMPLES {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+async fn demo(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<u8> {
+    let base = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            d
+        }
+        None => tempfile::Builder::new().prefix("jsm-orgs-demo-").tempdir()?.keep(),
+    };
+    let samples = base.join("samples");
+    write_samples(&samples).with_context(|| format!("cannot write samples to {}", samples.display()))?;
+
+    let creds = SandboxCredentials::default();
+    let sandbox = Sandbox::start(SandboxConfig {
+        service_desks: SAMPLE_DESKS.iter().map(|s| s.to_string()).collect(),
+        latency: Duration::from_millis(5),
+        credentials: creds.clone(),
+        ..SandboxConfig::default()
+    })
+    .await
+    .context("cannot start the sandbox")?;
+    eprintln!("sandbox site: {} (in-process, service desks {})", sandbox.url(), SAMPLE_DESKS.join(", "));
+
+    let client = Client::new(
+        ClientConfig {
+            site: url::Url::parse(&sandbox.url())?,
+            auth: Auth::Basic { email: creds.email.clone(), token: creds.api_token.clone() },
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        },
+        Arc::new(Throttle::new(&ThrottleConfig { rate: 200.0, concurrency: 8, min_rate: 1.0 })),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let opts = ImportOptions {
+        paths: vec![samples.clone()],
+        dry_run: false,
+        report: base.join("report.csv"),
+        prune: false,
+        strict: false,
+        chunk_size: 50,
+        progress,
+    };
+    eprintln!("\n== import {}", samples.display());
+    let first = crate::import_exit(crate::import::import(&client, &opts).await);
+
+    eprintln!("\n== import again (a re-run must change nothing)");
+    let writes_before = sandbox.stats().writes;
+    let rerun_opts = ImportOptions { report: base.join("report-rerun.csv"), ..opts.clone() };
+    let second = crate::import_exit(crate::import::import(&client, &rerun_opts).await);
+    let rerun_writes = sandbox.stats().writes - writes_before;
+    eprintln!("  writes made by the re-run: {rerun_writes}");
+
+    let out = base.join("snapshot");
+    eprintln!("\n== export to {}", out.display());
+    let export = crate::snapshot::export(
+        &client,
+        &ExportOptions {
+            out: out.clone(),
+            format: Format::Jsonl,
+            service_desks: Vec::new(),
+            overwrite: true,
+            site: sandbox.url(),
+            progress,
+        },
+    )
+    .await;
+    sandbox.shutdown().await;
+    let export = match export {
+        Ok(s) => {
+            eprint!("{s}");
+            crate::EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    };
+
+    eprintln!("\nfiles:");
+    eprintln!("  samples   {}", samples.display());
+    eprintln!("  report    {}", opts.report.display());
+    eprintln!("  re-run    {}", rerun_opts.report.display());
+    eprintln!("  snapshot  {}", out.display());
+    eprintln!(
+        "\nnext: `jsm-orgs sandbox --seed {}` serves that snapshot; point `import`/`export` at it with \
+         --site http://127.0.0.1:8080 and JSM_EMAIL={} JSM_API_TOKEN=<the sandbox token it prints>",
+        out.display(),
+        creds.email
+    );
+    let code = [first, second, export].into_iter().max().unwrap_or(0);
+    if rerun_writes > 0 && code == crate::EXIT_OK {
+        eprintln!("error: the re-run made {rerun_writes} writes; it should make none");
+        return Ok(crate::EXIT_ROWS_FAILED);
+    }
+    Ok(code)
+}
