@@ -136,39 +136,28 @@ impl ReportFormat {
 /// killed at any moment leaves `FILE.partial` ending on a row boundary.
 pub struct ReportWriter {
     out: BufWriter<File>,
-    format: RowFormat,
-}
-
-enum RowFormat {
-    Csv,
-    Jsonl,
+    format: ReportFormat,
 }
 
 impl ReportWriter {
     /// Create (truncate) `path`. `format` decides CSV or JSONL.
     pub fn create(path: &Path, format: ReportFormat) -> std::io::Result<ReportWriter> {
         let file = create_private(path)?;
-        let mut w = ReportWriter {
-            out: BufWriter::new(file),
-            format: match format {
-                ReportFormat::Jsonl => RowFormat::Jsonl,
-                ReportFormat::Csv => RowFormat::Csv,
-            },
-        };
-        if let RowFormat::Csv = w.format {
-            w.out.write_all(&csv_record(COLUMNS)?)?;
+        let mut out = BufWriter::new(file);
+        if format == ReportFormat::Csv {
+            out.write_all(&csv_record(COLUMNS)?)?;
         }
-        Ok(w)
+        Ok(ReportWriter { out, format })
     }
 
     pub fn write(&mut self, row: &ReportRow) -> std::io::Result<()> {
         let bytes = match self.format {
-            RowFormat::Jsonl => {
+            ReportFormat::Jsonl => {
                 let mut line = serde_json::to_vec(row)?;
                 line.push(b'\n');
                 line
             }
-            RowFormat::Csv => {
+            ReportFormat::Csv => {
                 // Spreadsheets run cells starting with = + - @; names come
                 // from customers' data, so every text cell is escaped.
                 let status = row.http_status.map(|s| s.to_string()).unwrap_or_default();
@@ -344,6 +333,34 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn unflushed_rows_reach_the_file_whole() {
+        for name in ["r.csv", "r.jsonl"] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(name);
+            let mut w = ReportWriter::create(&p, ReportFormat::for_path(&p)).unwrap();
+            let mut r = row("Acme, \"Inc\"");
+            r.message = "x".repeat(300);
+            for _ in 0..100 {
+                w.write(&r).unwrap();
+            }
+            // No flush: whatever the buffer spilled must be whole rows.
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(text.len() > 8192, "{name}: the buffer spilled");
+            assert!(text.ends_with('\n'), "{name}: ends inside a row");
+            let messages: Vec<String> = if name.ends_with(".jsonl") {
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].to_string())
+                    .collect()
+            } else {
+                let mut rd = csv::Reader::from_reader(text.as_bytes());
+                rd.records().map(|rec| rec.unwrap()[9].to_string()).collect()
+            };
+            assert!(messages.iter().all(|m| m.contains(&"x".repeat(300))), "{name}: a row was cut");
+            drop(w);
         }
     }
 

@@ -740,6 +740,7 @@ fn awkward_seed() -> Seed {
             (11, "float", json!(1.5)),
             (12, "@at", json!("@at")),
             (14, "+plus", json!("+1")),
+            (15, "path/like?q=1#frag%20", json!({"k": "v"})),
         ],
         links: vec![(3, "10001"), (3, "10002"), (8, "10002"), (12, "10001"), (15, "10001")],
     }
@@ -1390,6 +1391,7 @@ async fn contradictions_fail_naming_both_lines_and_duplicates_make_one_call() {
     Seed { orgs: vec![(1, "Acme")], members: vec![], properties: vec![], links: vec![] }.write(&seed_dir);
     let sb = sandbox(Some(&seed_dir), 0).await;
     let input = tmp.path().join("input");
+    let orgs = write(&input, "organizations.csv", "name,action\nNewCo,\nNewCo,upsert\nDoomed,delete\nDoomed,\n");
     let members = write(
         &input,
         "members.csv",
@@ -1405,17 +1407,37 @@ async fn contradictions_fail_naming_both_lines_and_duplicates_make_one_call() {
     assert_eq!(import(&sb.url(), &input, &report, &[]).await, 1);
 
     let rows = read_report(&report);
-    assert_eq!(outcomes(&rows), ["added", "added", "failed", "failed", "failed", "failed", "linked", "linked"]);
+    assert_eq!(
+        outcomes(&rows),
+        [
+            "created", "created", "failed", "failed", // organizations
+            "added", "added", "failed", "failed", // members
+            "failed", "failed", // properties
+            "linked", "linked", // desk links
+        ]
+    );
     let at = |p: &Path, l: u32| format!("{}:{l}", p.display());
+    assert_eq!(rows[0].organization_id, rows[1].organization_id);
     for row in &rows[2..4] {
+        assert!(row.message.contains(&at(&orgs, 4)) && row.message.contains(&at(&orgs, 5)), "{row:?}");
+    }
+    for row in &rows[6..8] {
         assert!(row.message.contains(&at(&members, 4)) && row.message.contains(&at(&members, 5)), "{row:?}");
     }
-    for row in &rows[4..6] {
+    for row in &rows[8..10] {
         assert!(row.message.contains(&at(&props, 1)) && row.message.contains(&at(&props, 2)), "{row:?}");
     }
     let writes: BTreeMap<String, u64> = routes(&sb).into_iter().filter(|(k, _)| !k.starts_with("GET ")).collect();
-    assert_eq!(writes, route_map(&[("POST /organization/{id}/user", 1), ("POST /servicedesk/{id}/organization", 1)]));
+    assert_eq!(
+        writes,
+        route_map(&[
+            ("POST /organization", 1),
+            ("POST /organization/{id}/user", 1),
+            ("POST /servicedesk/{id}/organization", 1)
+        ])
+    );
     let c = content_of(&sb.state());
+    assert_eq!(c.orgs, ["Acme".to_string(), "NewCo".to_string()].into());
     assert_eq!(c.members, [("Acme".to_string(), "a1".to_string())].into());
     assert!(c.properties.is_empty());
     assert_eq!(c.links, [("Acme".to_string(), "10001".to_string())].into());
