@@ -116,7 +116,7 @@ bench_export() { # orgs members props desks
 }
 
 bench_adaptive() { # --rate 5x above the sandbox's limit
-  local limit=$((RATE / 2)) o=$((ORGS / 4))
+  local limit=$RATE o=$ORGS
   python3 "$ROOT/scripts/gen.py" import "$WORK/ad" "$o" "$MEMBERS" 1 1
   start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$limit" --service-desks 10001
   timed "import ${o}x${MEMBERS}x1x1 --rate $((limit * 5)) vs limit $limit" "$(import_minimal "$o" "$MEMBERS" 1 1)" "$limit" -- \

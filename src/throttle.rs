@@ -122,6 +122,9 @@ struct Pace {
     /// A 429 that arrives before this instant belongs to the same burst as
     /// the previous one and does not cut the rate again.
     epoch_end: Instant,
+    /// When traffic resumed after the last cooldown (the start of the run
+    /// before any 429).
+    resumed_at: Instant,
 }
 
 /// Shared by every worker of a run (wrap in `Arc`).
@@ -157,6 +160,7 @@ impl Throttle {
                 cooldown_until: now,
                 last_raise: now,
                 epoch_end: now,
+                resumed_at: now,
             }),
             permits: std::sync::Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             aborted: AtomicBool::new(false),
@@ -168,12 +172,8 @@ impl Throttle {
     /// Wait for a concurrency slot, the end of any cooldown and a rate slot.
     /// Fails once the run has been aborted.
     pub async fn acquire(&self) -> Result<Permit, ErrorKind> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ErrorKind::Aborted("throttle closed".into()))?;
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| ErrorKind::Aborted("throttle closed".into()))?;
         loop {
             self.check_aborted()?;
             let now = Instant::now();
@@ -206,18 +206,19 @@ impl Throttle {
 
     /// Additive recovery: quick up to 95 % of the rate that last met a 429,
     /// 2 %/s of probing above it, never above the ceiling.
+    /// Recovery after a cut: back to 90 % of the rate that met the last 429
+    /// with a 2 s time constant, then a slow linear probe (0.5 % of that rate
+    /// per second) so that the bucket of a site just below our rate drains
+    /// rarely; never above the ceiling.
     fn raise(&self, p: &mut Pace, now: Instant) {
         let dt = now.saturating_duration_since(p.last_raise).as_secs_f64();
         p.last_raise = now;
         if dt <= 0.0 || now < p.epoch_end || p.rate >= self.ceiling {
             return;
         }
-        let knee = 0.95 * p.rate_at_429;
-        let step = if p.rate < knee {
-            ((knee - p.rate) * (1.0 - (-dt).exp())).max(p.rate * 0.02 * dt)
-        } else {
-            p.rate * 0.02 * dt
-        };
+        let knee = 0.9 * p.rate_at_429;
+        let probe = 0.005 * p.rate_at_429.min(self.ceiling) * dt;
+        let step = if p.rate < knee { ((knee - p.rate) * (1.0 - (-dt / 2.0).exp())).max(probe) } else { probe };
         p.rate = (p.rate + step).min(self.ceiling);
     }
 
@@ -225,9 +226,7 @@ impl Throttle {
     /// (cooldown) and cuts the rate once per burst of 429s.
     pub fn on_error(&self, kind: &ErrorKind, delay: Option<Duration>) {
         if kind.is_transient() {
-            self.counters
-                .transient_errors
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.transient_errors.fetch_add(1, Ordering::Relaxed);
         }
         if !kind.is_rate_limited() {
             return;
@@ -238,10 +237,15 @@ impl Throttle {
         let mut p = self.pace.lock().expect("pace lock");
         p.cooldown_until = p.cooldown_until.max(now + delay);
         if now >= p.epoch_end {
+            // A 429 soon after the last pause ended means the rate is still
+            // far above the site's: halve it. Otherwise the probe just
+            // crossed the limit: step down a little.
+            let far_above = now.saturating_duration_since(p.resumed_at) < Duration::from_secs(2);
             p.rate_at_429 = p.rate;
-            p.rate = (p.rate * 0.8).max(self.min_rate);
+            p.rate = (p.rate * if far_above { 0.5 } else { 0.85 }).max(self.min_rate);
             // 429s of requests already in flight belong to this burst.
             p.epoch_end = p.cooldown_until + Duration::from_millis(500);
+            p.resumed_at = p.cooldown_until;
         }
         p.last_raise = p.epoch_end;
         p.next = p.next.max(p.cooldown_until);
@@ -271,9 +275,7 @@ impl Throttle {
 
     fn check_aborted(&self) -> Result<(), ErrorKind> {
         if self.is_aborted() {
-            Err(ErrorKind::Aborted(
-                self.abort_reason().unwrap_or_else(|| "run aborted".into()),
-            ))
+            Err(ErrorKind::Aborted(self.abort_reason().unwrap_or_else(|| "run aborted".into())))
         } else {
             Ok(())
         }
@@ -304,11 +306,7 @@ mod tests {
     use super::*;
 
     fn status(s: u16, retry_after: Option<Duration>) -> ErrorKind {
-        ErrorKind::Status {
-            status: s,
-            message: String::new(),
-            retry_after,
-        }
+        ErrorKind::Status { status: s, message: String::new(), retry_after }
     }
 
     #[test]
@@ -326,20 +324,14 @@ mod tests {
 
     #[test]
     fn gives_up_after_max_retries_and_never_retries_other_4xx() {
-        let p = RetryPolicy {
-            max_retries: 3,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { max_retries: 3, ..RetryPolicy::default() };
         let e = ErrorKind::Timeout(Duration::from_secs(1));
         assert!(p.next_delay(3, &e, 0.5).is_some());
         assert_eq!(p.next_delay(4, &e, 0.5), None);
         for s in [400, 401, 403, 404, 409] {
             assert_eq!(p.next_delay(1, &status(s, None), 0.5), None, "{s}");
         }
-        let zero = RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        };
+        let zero = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
         assert_eq!(zero.next_delay(1, &status(503, None), 0.5), None);
     }
 
@@ -356,20 +348,13 @@ mod tests {
         assert_eq!(p.next_delay(5, &busy, 0.0), Some(Duration::from_secs(2)));
         // 429 without any hint backs off, at least `base`
         let bare = status(429, None);
-        assert_eq!(
-            p.next_delay(1, &bare, 0.0),
-            Some(Duration::from_millis(500))
-        );
+        assert_eq!(p.next_delay(1, &bare, 0.0), Some(Duration::from_millis(500)));
         assert_eq!(p.next_delay(3, &bare, 1.0), Some(Duration::from_secs(2)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn pacer_spaces_requests_at_the_rate() {
-        let t = Throttle::new(&ThrottleConfig {
-            rate: 10.0,
-            concurrency: 4,
-            min_rate: 1.0,
-        });
+        let t = Throttle::new(&ThrottleConfig { rate: 10.0, concurrency: 4, min_rate: 1.0 });
         let start = Instant::now();
         for _ in 0..5 {
             drop(t.acquire().await.unwrap());
@@ -381,20 +366,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_everyone_and_cuts_the_rate_once_per_burst() {
-        let t = Throttle::new(&ThrottleConfig {
-            rate: 100.0,
-            concurrency: 8,
-            min_rate: 1.0,
-        });
+        let t = Throttle::new(&ThrottleConfig { rate: 100.0, concurrency: 8, min_rate: 1.0 });
         drop(t.acquire().await.unwrap());
         let e = status(429, Some(Duration::from_secs(2)));
         t.on_error(&e, Some(Duration::from_secs(2)));
         t.on_error(&e, Some(Duration::from_secs(2)));
-        assert!(
-            (t.current_rate() - 80.0).abs() < 1e-9,
-            "{}",
-            t.current_rate()
-        );
+        // Right at the start: far above the site's limit, so halved (once).
+        assert!((t.current_rate() - 50.0).abs() < 1e-9, "{}", t.current_rate());
         let before = Instant::now();
         drop(t.acquire().await.unwrap());
         assert!(before.elapsed() >= Duration::from_secs(2));
@@ -402,12 +380,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_429_long_after_the_last_pause_cuts_gently() {
+        let t = Throttle::new(&ThrottleConfig { rate: 100.0, concurrency: 8, min_rate: 1.0 });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        t.on_error(&status(429, None), Some(Duration::from_secs(1)));
+        assert!((t.current_rate() - 85.0).abs() < 1e-9, "{}", t.current_rate());
+        // Another 429 within 2 s of resuming: still far above, halve.
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        t.on_error(&status(429, None), Some(Duration::from_secs(1)));
+        assert!((t.current_rate() - 42.5).abs() < 1e-9, "{}", t.current_rate());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn rate_recovers_after_the_burst() {
-        let t = Throttle::new(&ThrottleConfig {
-            rate: 100.0,
-            concurrency: 8,
-            min_rate: 1.0,
-        });
+        let t = Throttle::new(&ThrottleConfig { rate: 100.0, concurrency: 8, min_rate: 1.0 });
         t.on_error(&status(429, None), Some(Duration::from_millis(100)));
         assert!(t.current_rate() < 100.0);
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -419,11 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn abort_stops_later_acquires() {
-        let t = Throttle::new(&ThrottleConfig {
-            rate: 1000.0,
-            concurrency: 2,
-            min_rate: 1.0,
-        });
+        let t = Throttle::new(&ThrottleConfig { rate: 1000.0, concurrency: 2, min_rate: 1.0 });
         t.abort("bad credentials");
         t.abort("second reason is ignored");
         match t.acquire().await {
