@@ -17,7 +17,14 @@ fn main() -> ExitCode {
         }
     };
     jsm_orgs::init_logging(if cli.quiet { 0 } else { 1 + cli.verbose });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The client side is I/O-bound and paced: one thread does it with far
+    // fewer cross-thread wake-ups (CPU per request) than a thread pool. The
+    // sandbox serves many connections and gets the pool.
+    let mut builder = match cli.command {
+        jsm_orgs::cli::Command::Sandbox(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
