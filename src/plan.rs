@@ -74,7 +74,9 @@ pub struct OrgEntry {
     pub live_id: Option<u64>,
     pub upsert_rows: Vec<RowIdx>,
     pub delete_rows: Vec<RowIdx>,
-    pub members: HashMap<Box<str>, Want>,
+    /// Wanted members in input order; sorted and merged by [`merge_members`]
+    /// when planned (a Vec costs a third of a HashMap at 1M memberships).
+    pub members: Vec<(Box<str>, Want)>,
     pub properties: BTreeMap<String, PropWant>,
     pub desks: BTreeMap<String, Want>,
 }
@@ -210,7 +212,9 @@ impl Desired {
                 Action::Delete => org.delete_rows.push(r),
                 _ => org.upsert_rows.push(r),
             },
-            RowData::Member { account_id, .. } => want(&mut org.members, account_id.into_boxed_str(), action, r),
+            RowData::Member { account_id, .. } => {
+                org.members.push((account_id.into_boxed_str(), Want { action, rows: Rows::one(r), conflict: false }))
+            }
             RowData::ServiceDesk { service_desk_id, .. } => want(&mut org.desks, service_desk_id, action, r),
             RowData::Property { key, value, .. } => match org.properties.get_mut(&key) {
                 None => {
@@ -226,9 +230,11 @@ impl Desired {
     }
 }
 
-fn want<K: std::hash::Hash + Ord + Eq, M: WantMap<K>>(map: &mut M, key: K, action: Action, r: RowIdx) {
+fn want(map: &mut BTreeMap<String, Want>, key: String, action: Action, r: RowIdx) {
     match map.get_mut(&key) {
-        None => map.put(key, Want { action, rows: Rows::one(r), conflict: false }),
+        None => {
+            map.insert(key, Want { action, rows: Rows::one(r), conflict: false });
+        }
         Some(w) => {
             w.conflict |= w.action != action;
             w.rows.push(r);
@@ -236,26 +242,22 @@ fn want<K: std::hash::Hash + Ord + Eq, M: WantMap<K>>(map: &mut M, key: K, actio
     }
 }
 
-/// The two map types wants live in.
-trait WantMap<K> {
-    fn get_mut(&mut self, k: &K) -> Option<&mut Want>;
-    fn put(&mut self, k: K, w: Want);
-}
-impl<K: std::hash::Hash + Eq> WantMap<K> for HashMap<K, Want> {
-    fn get_mut(&mut self, k: &K) -> Option<&mut Want> {
-        HashMap::get_mut(self, k)
-    }
-    fn put(&mut self, k: K, w: Want) {
-        self.insert(k, w);
-    }
-}
-impl<K: Ord> WantMap<K> for BTreeMap<K, Want> {
-    fn get_mut(&mut self, k: &K) -> Option<&mut Want> {
-        BTreeMap::get_mut(self, k)
-    }
-    fn put(&mut self, k: K, w: Want) {
-        self.insert(k, w);
-    }
+/// Sort wanted members by account id and merge rows naming the same one:
+/// identical rows become one change, disagreeing rows a conflict. The sort is
+/// stable, so merged rows stay in input order.
+pub fn merge_members(mut v: Vec<(Box<str>, Want)>) -> Vec<(Box<str>, Want)> {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1.conflict |= kept.1.action != later.1.action || later.1.conflict;
+        for r in later.1.rows.iter() {
+            kept.1.rows.push(r);
+        }
+        true
+    });
+    v
 }
 
 /// What must be read of the live site before planning.
@@ -436,7 +438,7 @@ pub fn plan(
     for i in 0..d.orgs.len() {
         let idx = i as OrgIdx;
         let o = &mut d.orgs[i];
-        let mut members = std::mem::take(&mut o.members);
+        let members = merge_members(std::mem::take(&mut o.members));
         let props = std::mem::take(&mut o.properties);
         let desks = std::mem::take(&mut o.desks);
         let d: &Desired = d;
@@ -493,32 +495,33 @@ pub fn plan(
                     let current = current.unwrap_or(&empty);
                     let mut adds = Vec::new();
                     let mut removes = Vec::new();
-                    for (id, w) in members.iter() {
-                        if w.conflict {
-                            out.conflict(&w.rows, id, &format!("member {id}"));
-                            continue;
-                        }
-                        match (w.action, current.contains(id)) {
-                            (Action::Add, false) => adds.push(MemberChange { account_id: id.clone(), rows: Some(w.rows.clone()) }),
-                            (Action::Remove, true) => removes.push(MemberChange { account_id: id.clone(), rows: Some(w.rows.clone()) }),
-                            (Action::Add, true) => out.unchanged(&w.rows, id, "already a member"),
-                            _ => out.unchanged(&w.rows, id, "not a member"),
-                        }
-                    }
                     if prune_members {
-                        let mut extra: Vec<&Box<str>> = current.iter().filter(|m| !members.contains_key(*m)).collect();
+                        let listed = |m: &str| members.binary_search_by(|(k, _)| (**k).cmp(m)).is_ok();
+                        let mut extra: Vec<&Box<str>> = current.iter().filter(|m| !listed(m)).collect();
                         extra.sort();
                         removes.extend(extra.into_iter().map(|m| MemberChange { account_id: m.clone(), rows: None }));
                     }
-                    members.clear();
-                    adds.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+                    // The account ids move into the operations instead of
+                    // being copied (1M memberships = 1M strings). `members`
+                    // is sorted, so `adds` is too.
+                    for (id, w) in members {
+                        if w.conflict {
+                            out.conflict(&w.rows, &id, &format!("member {id}"));
+                            continue;
+                        }
+                        match (w.action, current.contains(&id)) {
+                            (Action::Add, false) => adds.push(MemberChange { account_id: id, rows: Some(w.rows) }),
+                            (Action::Remove, true) => removes.push(MemberChange { account_id: id, rows: Some(w.rows) }),
+                            (Action::Add, true) => out.unchanged(&w.rows, &id, "already a member"),
+                            _ => out.unchanged(&w.rows, &id, "not a member"),
+                        }
+                    }
                     removes.sort_by(|a, b| a.account_id.cmp(&b.account_id));
                     chunk(&mut p.ops, idx, true, adds, chunk_size);
                     chunk(&mut p.ops, idx, false, removes, chunk_size);
                 }
             }
         }
-        drop(members);
 
         // ----- properties
         if !props.is_empty() || (prune_props && !is_new) {
