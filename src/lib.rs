@@ -53,7 +53,7 @@ pub async fn run(cli: cli::Cli, env: &Env, tty: bool) -> u8 {
             let _ctrl_c = abort_on_ctrl_c(client.throttle().clone());
             match snapshot::export(&client, &opts).await {
                 Ok(summary) => {
-                    eprint!("{summary}");
+                    eprintln!("{}", summary.to_string().trim_end());
                     EXIT_OK
                 }
                 Err(e) => {
