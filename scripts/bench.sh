@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks against the local sandbox (127.0.0.1 only). Prints a markdown table.
 #
-#   scripts/bench.sh [import|export|adaptive|million|all]     (default: all)
+#   scripts/bench.sh [import|export|adaptive|unpaced|million|all]     (default: all)
 #
 # Knobs (environment): RATE (200), LATENCY_MS (25), ORGS (2000), MEMBERS (10),
 # PROPS (1), DESKS (1), CONCURRENCY (8), SEQ_ORGS (200: size of the --concurrency 1
@@ -80,7 +80,7 @@ PY
 import_minimal() { # orgs members props desks -> minimal requests into an empty site
   local o=$1 m=$2 p=$3 d=$4 chunks
   chunks=$(( m == 0 ? 0 : $(ceil_div "$m" 50) ))
-  echo $(( 1 + d + o + o * chunks + o * p + o * d ))
+  echo $(( 1 + o + o * chunks + o * p + o * d ))  # desks of new orgs need no read
 }
 
 bench_import() {
@@ -123,6 +123,20 @@ bench_adaptive() { # --rate 5x above the sandbox's limit
     "$BIN" import "$WORK/ad" --site "$SITE" --rate $((limit * 5)) --concurrency "$CONCURRENCY" --report "$WORK/ad.csv" --quiet
 }
 
+bench_unpaced() { # intrinsic client CPU per request: no latency, no rate limit
+  local o=$ORGS
+  rm -rf "$WORK/useed" "$WORK/uout"
+  python3 "$ROOT/scripts/gen.py" seed "$WORK/useed" "$o" "$MEMBERS" "$PROPS" "$DESKS"
+  start_sandbox --seed "$WORK/useed"
+  local pages; pages=$(ceil_div "$o" 50)
+  timed "export ${o}x${MEMBERS}x${PROPS}x${DESKS} unpaced" "$(( pages + o * (2 + PROPS) + 1 + DESKS * pages ))" 100000 -- \
+    "$BIN" export --out "$WORK/uout" --site "$SITE" --rate 100000 --concurrency 16 --quiet
+  python3 "$ROOT/scripts/gen.py" import "$WORK/uin" "$o" "$MEMBERS" "$PROPS" "$DESKS"
+  start_sandbox --service-desks "$(seq -s, 10001 $((10000 + DESKS)))"
+  timed "import ${o}x${MEMBERS}x${PROPS}x${DESKS} unpaced" "$(import_minimal "$o" "$MEMBERS" "$PROPS" "$DESKS")" 100000 -- \
+    "$BIN" import "$WORK/uin" --site "$SITE" --rate 100000 --concurrency 16 --report "$WORK/uimport.csv" --quiet
+}
+
 bench_million() {
   python3 "$ROOT/scripts/gen.py" import "$WORK/m" "$M_ORGS" "$M_MEMBERS" 0 0
   rm -f "$WORK/m/properties.csv" "$WORK/m/service_desks.csv"
@@ -137,8 +151,10 @@ case "$WHAT" in
   export) bench_export "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"; bench_export "$ORGS" 10 2 3 ;;
   adaptive) bench_adaptive ;;
   million) bench_million ;;
-  all) bench_import; bench_export "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"; bench_export "$ORGS" 10 2 3; bench_adaptive; bench_million ;;
-  *) echo "usage: $0 [import|export|adaptive|million|all]"; exit 2 ;;
+  unpaced) bench_unpaced ;;
+  all) bench_import; bench_export "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"; bench_export "$ORGS" 10 2 3; bench_adaptive
+       bench_unpaced; bench_million ;;
+  *) echo "usage: $0 [import|export|adaptive|unpaced|million|all]"; exit 2 ;;
 esac
 
 echo

@@ -21,6 +21,9 @@ use tokio::time::Instant;
 
 use crate::api::error::ErrorKind;
 
+/// How early a request may start before its exact slot (see `acquire`).
+const BURST: Duration = Duration::from_millis(20);
+
 /// Retry knobs; see [`RetryPolicy::next_delay`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -183,9 +186,13 @@ impl Throttle {
                     (p.cooldown_until, false)
                 } else {
                     self.raise(&mut p, now);
-                    let slot = p.next.max(now);
-                    p.next = slot + Duration::from_secs_f64(1.0 / p.rate);
-                    (slot, true)
+                    // GCRA: `tat` is when this request is due at the exact
+                    // rate; it may start up to BURST earlier, so that a few
+                    // requests share one timer wake-up. The long-run rate is
+                    // unchanged (`next` advances one interval per request).
+                    let tat = p.next.max(now);
+                    p.next = tat + Duration::from_secs_f64(1.0 / p.rate);
+                    (tat.checked_sub(BURST).unwrap_or(now).max(now), true)
                 }
             };
             if wait_until > now {
@@ -359,9 +366,17 @@ mod tests {
         for _ in 0..5 {
             drop(t.acquire().await.unwrap());
         }
-        // 5 requests at 10/s: the 5th starts 400 ms after the first.
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        // 5 requests at 10/s: the 5th is due 400 ms after the first and may
+        // start BURST early.
+        assert_eq!(start.elapsed(), Duration::from_millis(400) - BURST);
         assert_eq!(t.snapshot().requests, 5);
+        // The long-run rate is exact: 1,000 more take 100 s.
+        let start = Instant::now();
+        for _ in 0..1000 {
+            drop(t.acquire().await.unwrap());
+        }
+        let e = start.elapsed();
+        assert!(e >= Duration::from_secs(100) - BURST && e <= Duration::from_secs(100), "{e:?}");
     }
 
     #[tokio::test(start_paused = true)]
