@@ -24,6 +24,7 @@ mod pager;
 mod write;
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -100,6 +101,7 @@ pub struct ExportSummary {
 }
 
 impl fmt::Display for ExportSummary {
+    /// Every line ends with a newline, like the import summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "export complete: {}", self.out.display())?;
         writeln!(
@@ -107,7 +109,7 @@ impl fmt::Display for ExportSummary {
             "  {} organizations, {} members, {} properties, {} service desk links",
             self.organizations, self.members, self.properties, self.service_desk_links
         )?;
-        write!(
+        writeln!(
             f,
             "  {} requests, {} retries, {} rate limited (429), {:.1}s",
             self.requests,
@@ -117,9 +119,9 @@ impl fmt::Display for ExportSummary {
         )?;
         if !self.vanished_organizations.is_empty() {
             let ids: Vec<String> = self.vanished_organizations.iter().map(u64::to_string).collect();
-            write!(
+            writeln!(
                 f,
-                "\n  warning: {} organization(s) were deleted while the export ran and are not in the snapshot: {}",
+                "  warning: {} organization(s) were deleted while the export ran and are not in the snapshot: {}",
                 ids.len(),
                 ids.join(", ")
             )?;
@@ -135,7 +137,7 @@ pub enum ExportError {
     OutExists(PathBuf),
     #[error("cannot use {} as --out: {}", .0.display(), .1)]
     BadOut(PathBuf, &'static str),
-    #[error("reading the site failed: {0}")]
+    #[error("reading the site failed: {}", api_message(.0))]
     Api(ApiError),
     #[error("service desk {0:?} does not exist on the site (404)")]
     UnknownServiceDesk(String),
@@ -143,6 +145,14 @@ pub enum ExportError {
     Unstable(String, u32),
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+}
+
+/// The error, then what to fix when it is a credential or permission one.
+fn api_message(e: &ApiError) -> String {
+    match e.fatal_hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
 }
 
 impl ExportError {
@@ -446,11 +456,8 @@ impl Reader {
 
     fn vanish(&mut self, org: u64, shared: &Mutex<HashSet<u64>>) {
         if let Some(entry) = self.orgs.remove(&org) {
-            tracing::warn!(
-                organization = org,
-                name = %entry.org.name,
-                "organization deleted while the export ran: left out"
-            );
+            // The summary carries the warning; this is for the log.
+            tracing::info!(organization = org, name = %entry.org.name, "organization deleted while the export ran: left out");
             shared.lock().expect("vanished lock").insert(org);
             self.member_pagers.remove(&org);
             self.vanished.push(org);
@@ -474,12 +481,16 @@ impl Reader {
                     .org_pager
                     .accept(start, page.values, page.is_last_page, |o| o.id)
                     .map_err(|u| unstable("the organization list", u))?;
-                self.progress.inc_length(fresh.len() as u64);
                 for org in fresh {
                     let id = org.id;
-                    self.orgs.insert(id, OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
-                    q.work(Job::Members { org: id, start: 0 });
-                    q.work(Job::PropertyKeys { org: id });
+                    // A list that fits one page is not deduplicated by the
+                    // pager; an id listed twice is still read once.
+                    if let Entry::Vacant(slot) = self.orgs.entry(id) {
+                        slot.insert(OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
+                        self.progress.inc_length(1);
+                        q.work(Job::Members { org: id, start: 0 });
+                        q.work(Job::PropertyKeys { org: id });
+                    }
                 }
                 if let Some(start) = self.org_pager.next_start() {
                     q.chain(Job::OrgPage { start });
@@ -683,11 +694,8 @@ async fn read_site(client: &Client, opts: &ExportOptions) -> Result<SiteData, Ex
             match result {
                 Ok(done) => reader.take(done, &mut q, &shared_vanished)?,
                 Err(e) => {
-                    tracing::error!(
-                        call = %job.describe(),
-                        attempts = e.attempts,
-                        "read failed: {e}"
-                    );
+                    // The error itself goes to the caller; this names the call.
+                    tracing::error!(call = %job.describe(), attempts = e.attempts, "export read failed");
                     return Err(ExportError::Api(e));
                 }
             }
@@ -764,4 +772,78 @@ fn write_files(dir: &std::path::Path, format: Format, site: SiteData) -> Result<
     )?);
     files.sort_by_key(|f| DATA_FILES.iter().position(|kind| f.name.split('.').next() == Some(*kind)));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_site_never_carries_credentials() {
+        assert_eq!(manifest_site("https://acme.atlassian.net"), "https://acme.atlassian.net");
+        assert_eq!(manifest_site("https://me:secret@acme.atlassian.net/x"), "https://acme.atlassian.net/x");
+        assert!(!manifest_site("http://token@127.0.0.1:9").contains("token"));
+        assert_eq!(manifest_site("not a url"), "not a url");
+    }
+
+    #[test]
+    fn desks_order_numerically_then_by_text() {
+        let mut ids = vec!["10", "HR", "2", "1", "ABC", "02"];
+        ids.sort_by(|a, b| desk_order(a, b));
+        assert_eq!(ids, ["1", "02", "2", "10", "ABC", "HR"]);
+    }
+
+    #[test]
+    fn exit_codes_separate_usage_from_aborts() {
+        let io = || std::io::Error::other("disk full");
+        assert_eq!(ExportError::OutExists("x".into()).exit_code(), 2);
+        assert_eq!(ExportError::BadOut("x".into(), "why").exit_code(), 2);
+        assert_eq!(ExportError::Io("write".into(), io()).exit_code(), 3);
+        assert_eq!(ExportError::UnknownServiceDesk("9".into()).exit_code(), 3);
+        assert_eq!(ExportError::Unstable("the list".into(), 9).exit_code(), 3);
+        let api = ApiError {
+            kind: crate::api::ErrorKind::Status { status: 401, message: String::new(), retry_after: None },
+            attempts: 1,
+        };
+        let err = ExportError::Api(api);
+        assert_eq!(err.exit_code(), 3);
+        assert!(err.to_string().contains("HTTP 401") && err.to_string().contains("JSM_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn a_property_read_twice_or_out_of_order_is_written_once_in_key_order() {
+        let (tx, _rx1) = mpsc::unbounded();
+        let (tx2, _rx2) = mpsc::unbounded();
+        let mut q = Queue { chains: tx, work: tx2, outstanding: 0 };
+        let shared = Mutex::new(HashSet::new());
+        let mut reader = Reader {
+            orgs: HashMap::new(),
+            org_pager: Pager::new(),
+            member_pagers: HashMap::new(),
+            desk_pager: Pager::new(),
+            desks: Vec::new(),
+            vanished: Vec::new(),
+            progress: ProgressBar::hidden(),
+        };
+        let org = |id: u64| Organization { id, name: format!("O{id}"), uuid: None, scim_managed: None, created: None };
+        let page = |values: Vec<Organization>| Page { start: 0, limit: 50, size: 0, is_last_page: true, values };
+        reader.take(Done::OrgPage { start: 0, page: page(vec![org(10), org(2), org(10)]) }, &mut q, &shared).unwrap();
+        // members + keys for 10 and 2 (the duplicate 10 is not read twice)
+        assert_eq!(q.outstanding, 4);
+        reader
+            .take(Done::PropertyKeys { org: 2, keys: vec!["b".into(), "a".into(), "b".into()] }, &mut q, &shared)
+            .unwrap();
+        assert_eq!(q.outstanding, 6, "one read per distinct key");
+        for key in ["b", "a"] {
+            reader.take(Done::Property { org: 2, key: key.into(), value: Some(key.into()) }, &mut q, &shared).unwrap();
+        }
+        reader.take(Done::OrgGone { org: 10 }, &mut q, &shared).unwrap();
+        assert!(shared.lock().unwrap().contains(&10));
+        let site = reader.finish();
+        let ids: Vec<u64> = site.orgs.iter().map(|o| o.org.id).collect();
+        assert_eq!(ids, [2]);
+        let keys: Vec<&str> = site.orgs[0].properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(site.vanished, [10]);
+    }
 }

@@ -1007,6 +1007,8 @@ fn summary_display_names_counts_and_warnings() {
     ] {
         assert!(text.contains(needle), "{needle:?} not in {text}");
     }
+    assert!(text.ends_with(": 7, 9\n"), "{text:?}");
     let quiet = ExportSummary { vanished_organizations: vec![], ..s };
-    assert!(!quiet.to_string().contains("warning"));
+    let quiet = quiet.to_string();
+    assert!(!quiet.contains("warning") && quiet.ends_with("1.5s\n") && quiet.lines().count() == 3, "{quiet:?}");
 }
