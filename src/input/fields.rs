@@ -191,10 +191,12 @@ pub(super) enum NoKind {
 /// The kind of one row, from how full each field is.
 ///
 /// The kind whose distinguishing field is filled wins; several filled is a
-/// mixed row. With none filled, a filled `name` makes an organization; else a
-/// row whose only distinguishing column is present (but empty) is of that
-/// kind, so that validation can say which field is missing; else a present
-/// `name` column makes an organization (with an empty name).
+/// mixed row. With none filled, a row whose only distinguishing column is
+/// present (but empty) is of that kind, so that validation can say which
+/// field is missing. A row is an organization only when it has `name` and no
+/// distinguishing or `organization`/`organization_id` column at all: a
+/// members export that also carries a person's `name` must never turn a row
+/// with a blank `account_id` into a new organization.
 pub(super) fn classify(fill: impl Fn(Field) -> Fill) -> Result<Kind, NoKind> {
     let filled: Vec<(Field, Kind)> = DISTINGUISHING.into_iter().filter(|&(f, _)| fill(f) == Fill::Filled).collect();
     match filled.as_slice() {
@@ -202,15 +204,12 @@ pub(super) fn classify(fill: impl Fn(Field) -> Fill) -> Result<Kind, NoKind> {
         [_, _, ..] => return Err(NoKind::Mixed(filled.iter().map(|&(f, _)| f).collect())),
         [] => {}
     }
-    let name = fill(Field::Name);
-    if name == Fill::Filled {
-        return Ok(Kind::Organizations);
-    }
     let present: Vec<Kind> =
         DISTINGUISHING.into_iter().filter(|&(f, _)| fill(f) != Fill::Absent).map(|(_, k)| k).collect();
-    match (present.as_slice(), name) {
+    let refers = fill(Field::Organization) != Fill::Absent || fill(Field::OrganizationId) != Fill::Absent;
+    match (present.as_slice(), fill(Field::Name)) {
         ([kind], _) => Ok(*kind),
-        ([], Fill::Empty) => Ok(Kind::Organizations),
+        ([], Fill::Filled | Fill::Empty) if !refers => Ok(Kind::Organizations),
         _ => Err(NoKind::Unknown),
     }
 }
@@ -264,7 +263,10 @@ mod tests {
         use Fill::*;
         assert_eq!(classify(row(&[(Name, Filled)])), Ok(Kind::Organizations));
         assert_eq!(classify(row(&[(Name, Filled), (AccountId, Filled)])), Ok(Kind::Members));
-        assert_eq!(classify(row(&[(Name, Filled), (AccountId, Empty)])), Ok(Kind::Organizations));
+        // A person's name beside a blank account id is a bad member row, not an organization.
+        assert_eq!(classify(row(&[(Name, Filled), (AccountId, Empty)])), Ok(Kind::Members));
+        assert_eq!(classify(row(&[(Name, Filled), (Organization, Filled)])), Err(NoKind::Unknown));
+        assert_eq!(classify(row(&[(Name, Filled), (Id, Filled)])), Ok(Kind::Organizations));
         assert_eq!(classify(row(&[(AccountId, Empty)])), Ok(Kind::Members));
         assert_eq!(classify(row(&[(Name, Empty)])), Ok(Kind::Organizations));
         assert_eq!(classify(row(&[(AccountId, Filled), (Key, Filled)])), Err(NoKind::Mixed(vec![AccountId, Key])));
