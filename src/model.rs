@@ -74,6 +74,15 @@ pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether the text of a snapshot's `manifest.json` declares that its CSV
+/// cells went through [`escape_formula`] (the top-level
+/// `"csv_formula_escape": "apostrophe"` that `export --format csv` writes).
+pub fn manifest_escapes_formulas(manifest_text: &str) -> Result<bool, serde_json::Error> {
+    let text = manifest_text.strip_prefix('\u{feff}').unwrap_or(manifest_text);
+    let manifest: serde_json::Value = serde_json::from_str(text)?;
+    Ok(manifest.get("csv_formula_escape").and_then(serde_json::Value::as_str) == Some(CSV_FORMULA_ESCAPE))
+}
+
 /// Undo [`escape_formula`]: drop one leading `'`.
 pub fn unescape_formula(cell: &str) -> &str {
     cell.strip_prefix('\'').unwrap_or(cell)
@@ -93,5 +102,13 @@ mod tests {
         assert_eq!(escape_formula("=1+1"), "'=1+1");
         assert_eq!(escape_formula("plain"), "plain");
         assert_eq!(escape_formula("'x"), "''x");
+    }
+
+    #[test]
+    fn manifest_declares_the_escape_at_top_level_only() {
+        assert!(manifest_escapes_formulas("\u{feff}{\"csv_formula_escape\":\"apostrophe\"}").unwrap());
+        assert!(!manifest_escapes_formulas(r#"{"data_format":"jsonl"}"#).unwrap());
+        assert!(!manifest_escapes_formulas(r#"{"files":{"csv_formula_escape":"apostrophe"}}"#).unwrap());
+        assert!(manifest_escapes_formulas("{not json").is_err());
     }
 }

@@ -16,12 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde_json::Value;
 
 use super::csv_file::{self, CsvRows, CsvSchema};
 use super::jsonl_file::{self, JsonlRows};
 use super::{InputError, RowResult};
-use crate::model::{CSV_FORMULA_ESCAPE, DATA_FILES};
+use crate::model::DATA_FILES;
 
 /// Prefix of the default report file name: such files in an input
 /// directory are earlier reports, not input.
@@ -277,24 +276,11 @@ fn formula_escaped(dir: &Path, cache: &mut HashMap<PathBuf, bool>) -> Result<boo
     let escaped = match fs::read_to_string(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(InputError::io(&path, e)),
-        Ok(text) => {
-            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-            let manifest: Value = serde_json::from_str(text)
-                .map_err(|e| InputError::Manifest { path: path.clone(), message: format!("not valid JSON: {e}") })?;
-            find_key(&manifest, "csv_formula_escape").and_then(Value::as_str) == Some(CSV_FORMULA_ESCAPE)
-        }
+        Ok(text) => crate::model::manifest_escapes_formulas(&text)
+            .map_err(|e| InputError::Manifest { path: path.clone(), message: format!("not valid JSON: {e}") })?,
     };
     cache.insert(dir.to_path_buf(), escaped);
     Ok(escaped)
-}
-
-/// The first value under `key`, at the top level or nested.
-fn find_key<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    match value {
-        Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|child| find_key(child, key))),
-        Value::Array(items) => items.iter().find_map(|child| find_key(child, key)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

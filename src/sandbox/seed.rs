@@ -40,17 +40,7 @@ fn apostrophe_escaped(dir: &Path) -> Result<bool> {
     let Ok(text) = fs::read_to_string(&path) else {
         return Ok(false);
     };
-    let manifest: Value =
-        serde_json::from_str(strip_bom(&text)).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    Ok(find_key(&manifest, "csv_formula_escape").and_then(Value::as_str) == Some(model::CSV_FORMULA_ESCAPE))
-}
-
-fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match v {
-        Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|child| find_key(child, key))),
-        Value::Array(items) => items.iter().find_map(|child| find_key(child, key)),
-        _ => None,
-    }
+    model::manifest_escapes_formulas(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 fn strip_bom(s: &str) -> &str {
