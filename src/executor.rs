@@ -138,7 +138,12 @@ fn failure(e: &ApiError) -> RowOutcome {
             None => e.to_string(),
         },
     };
-    RowOutcome { outcome: Outcome::Failed, http_status: e.status(), attempts: e.attempts, message: Some(message.into()) }
+    RowOutcome {
+        outcome: Outcome::Failed,
+        http_status: e.status(),
+        attempts: e.attempts,
+        message: Some(message.into()),
+    }
 }
 
 /// A 404 on a delete: gone already. After a retry it was most likely our own

@@ -94,9 +94,7 @@ mod tests {
 
     #[test]
     fn formula_escape_round_trips_every_cell() {
-        for s in [
-            "=SUM(A1)", "+1", "-2", "@x", "\tx", "\rx", "'quoted", "''", "plain", "", "a=b",
-        ] {
+        for s in ["=SUM(A1)", "+1", "-2", "@x", "\tx", "\rx", "'quoted", "''", "plain", "", "a=b"] {
             assert_eq!(unescape_formula(&escape_formula(s)), s, "{s:?}");
         }
         assert_eq!(escape_formula("=1+1"), "'=1+1");

@@ -83,7 +83,10 @@ pub struct OrgEntry {
 
 impl OrgEntry {
     fn is_used(&self) -> bool {
-        !self.upsert_rows.is_empty() || !self.members.is_empty() || !self.properties.is_empty() || !self.desks.is_empty()
+        !self.upsert_rows.is_empty()
+            || !self.members.is_empty()
+            || !self.properties.is_empty()
+            || !self.desks.is_empty()
     }
 }
 
@@ -135,7 +138,14 @@ impl Desired {
         (self.files.len() - 1) as u16
     }
 
-    fn push_meta(&mut self, index: u64, file: &Arc<str>, line: u64, kind: Option<Kind>, action: Option<Action>) -> RowIdx {
+    fn push_meta(
+        &mut self,
+        index: u64,
+        file: &Arc<str>,
+        line: u64,
+        kind: Option<Kind>,
+        action: Option<Action>,
+    ) -> RowIdx {
         assert_eq!(index as usize, self.meta.len(), "rows must arrive in input order");
         let file = self.file_index(file);
         self.meta.push(RowMeta { file, line: line.min(u32::MAX as u64) as u32, kind, action });
@@ -201,7 +211,12 @@ impl Desired {
                 Ok(i) => i,
                 Err(msg) => {
                     let msg = format!("{}: field `organization_id`: {msg}", self.source(r));
-                    return Err(Settled { row: r, org: None, target: target_of(&row.data).into(), outcome: RowOutcome::failed(msg) });
+                    return Err(Settled {
+                        row: r,
+                        org: None,
+                        target: target_of(&row.data).into(),
+                        outcome: RowOutcome::failed(msg),
+                    });
                 }
             },
             (None, None) => unreachable!("every row names an organization"),
@@ -345,15 +360,40 @@ pub struct Settled {
 /// One write to the site.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    CreateOrg { org: OrgIdx, rows: Vec<RowIdx> },
-    DeleteOrg { org: OrgIdx, id: u64, rows: Vec<RowIdx> },
+    CreateOrg {
+        org: OrgIdx,
+        rows: Vec<RowIdx>,
+    },
+    DeleteOrg {
+        org: OrgIdx,
+        id: u64,
+        rows: Vec<RowIdx>,
+    },
     /// Add (or remove) up to `--chunk-size` members in one call.
-    Members { org: OrgIdx, add: bool, members: Vec<MemberChange> },
-    SetProperty { org: OrgIdx, key: String, value: Value, rows: Rows },
+    Members {
+        org: OrgIdx,
+        add: bool,
+        members: Vec<MemberChange>,
+    },
+    SetProperty {
+        org: OrgIdx,
+        key: String,
+        value: Value,
+        rows: Rows,
+    },
     /// `rows: None` = removed by `--prune`.
-    DeleteProperty { org: OrgIdx, key: String, rows: Option<Rows> },
+    DeleteProperty {
+        org: OrgIdx,
+        key: String,
+        rows: Option<Rows>,
+    },
     /// Link (or unlink) an organization and a service desk.
-    Link { org: OrgIdx, desk: String, link: bool, rows: Option<Rows> },
+    Link {
+        org: OrgIdx,
+        desk: String,
+        link: bool,
+        rows: Option<Rows>,
+    },
 }
 
 impl Op {
@@ -446,7 +486,9 @@ pub fn plan(
         let o = &d.orgs[i];
 
         // An organization both deleted and used: every row involved fails.
-        if !o.delete_rows.is_empty() && (!o.upsert_rows.is_empty() || !members.is_empty() || !props.is_empty() || !desks.is_empty()) {
+        if !o.delete_rows.is_empty()
+            && (!o.upsert_rows.is_empty() || !members.is_empty() || !props.is_empty() || !desks.is_empty())
+        {
             let deleted: Vec<String> = o.delete_rows.iter().map(|&r| d.source(r)).collect();
             let mut used: Vec<(RowIdx, String)> = o.upsert_rows.iter().map(|&r| (r, String::new())).collect();
             used.extend(members.iter().flat_map(|(k, w)| w.rows.iter().map(move |r| (r, k.to_string()))));
@@ -540,7 +582,12 @@ pub fn plan(
                             out.conflict(&w.rows, key, &format!("property {key:?}"));
                             continue;
                         }
-                        let set = Op::SetProperty { org: idx, key: key.clone(), value: w.value.clone(), rows: w.rows.clone() };
+                        let set = Op::SetProperty {
+                            org: idx,
+                            key: key.clone(),
+                            value: w.value.clone(),
+                            rows: w.rows.clone(),
+                        };
                         match (w.action, keys.contains(key)) {
                             (Action::Set, false) => p.ops.push(set),
                             (Action::Set, true) => match live.property_values.get(&(idx, key.clone())) {
@@ -548,7 +595,11 @@ pub fn plan(
                                 Some(Err(e)) => out.read_failed(&w.rows, key, e),
                                 _ => p.ops.push(set),
                             },
-                            (_, true) => p.ops.push(Op::DeleteProperty { org: idx, key: key.clone(), rows: Some(w.rows.clone()) }),
+                            (_, true) => p.ops.push(Op::DeleteProperty {
+                                org: idx,
+                                key: key.clone(),
+                                rows: Some(w.rows.clone()),
+                            }),
                             (_, false) => out.unchanged(&w.rows, key, "no such property"),
                         }
                     }
@@ -689,10 +740,7 @@ mod tests {
         assert_eq!(reads(&d, false), Reads::default());
         let (p, settled) = run_plan(&mut d, &Live::default(), false, 50);
         assert!(settled.is_empty());
-        assert_eq!(
-            p.org_ops,
-            vec![Op::CreateOrg { org: 0, rows: vec![0] }, Op::CreateOrg { org: 1, rows: vec![] }]
-        );
+        assert_eq!(p.org_ops, vec![Op::CreateOrg { org: 0, rows: vec![0] }, Op::CreateOrg { org: 1, rows: vec![] }]);
         assert_eq!(p.ops.len(), 3);
     }
 
@@ -826,11 +874,7 @@ mod tests {
     fn unknown_organization_id_fails_at_once() {
         let mut r = Rows_::new();
         let mut d = Desired::new(&[org(7, "Acme")]);
-        let row = r.row(
-            Kind::Members,
-            Action::Add,
-            RowData::Member { org: OrgRef::Id(99), account_id: "a".into() },
-        );
+        let row = r.row(Kind::Members, Action::Add, RowData::Member { org: OrgRef::Id(99), account_id: "a".into() });
         let s = d.add(row).unwrap_err();
         assert!(s.outcome.message.as_deref().unwrap().contains("organization_id 99 does not exist"));
         let ok = r.row(Kind::Members, Action::Add, RowData::Member { org: OrgRef::Id(7), account_id: "a".into() });

@@ -131,10 +131,9 @@ impl Settings {
                 }
             }
             Command::Sandbox(a) => {
-                let listen: SocketAddr = a
-                    .listen
-                    .parse()
-                    .map_err(|_| UsageError(format!("--listen {:?} is not an address like 127.0.0.1:8080", a.listen)))?;
+                let listen: SocketAddr = a.listen.parse().map_err(|_| {
+                    UsageError(format!("--listen {:?} is not an address like 127.0.0.1:8080", a.listen))
+                })?;
                 if !listen.ip().is_loopback() {
                     return usage("the sandbox only listens on loopback addresses (127.0.0.0/8 or ::1)");
                 }
@@ -178,7 +177,9 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
     let mut url = Url::parse(site.trim())
         .map_err(|e| UsageError(format!("--site is not a valid URL ({e}): e.g. https://acme.atlassian.net")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return usage("--site must not carry credentials; use JSM_EMAIL + JSM_API_TOKEN, JSM_BEARER_TOKEN or --token-file");
+        return usage(
+            "--site must not carry credentials; use JSM_EMAIL + JSM_API_TOKEN, JSM_BEARER_TOKEN or --token-file",
+        );
     }
     if url.query().is_some() || url.fragment().is_some() {
         return usage("--site must be a base URL without ?query or #fragment");
@@ -324,8 +325,11 @@ mod tests {
     fn site_with_credentials_or_api_suffix() {
         let e = parse(&["export", "--out", "o", "--site", "https://u:p@x.atlassian.net"], &basic_env()).unwrap_err();
         assert!(!e.0.contains(":p@"));
-        let s = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net/jira/rest/servicedeskapi/"], &basic_env())
-            .unwrap();
+        let s = parse(
+            &["export", "--out", "o", "--site", "https://x.atlassian.net/jira/rest/servicedeskapi/"],
+            &basic_env(),
+        )
+        .unwrap();
         let Task::Export { conn, .. } = s.task else { panic!() };
         assert_eq!(conn.client.site.path(), "/jira");
     }
@@ -334,8 +338,11 @@ mod tests {
     fn sandbox_listens_on_loopback_only() {
         assert!(parse(&["sandbox", "--listen", "0.0.0.0:8080"], &Env::default()).is_err());
         assert!(parse(&["sandbox", "--listen", "127.0.0.1:0", "--fail-rate", "2"], &Env::default()).is_err());
-        let s = parse(&["sandbox", "--listen", "127.0.0.1:0", "--service-desks", "1,2", "--rate-limit", "50"], &Env::default())
-            .unwrap();
+        let s = parse(
+            &["sandbox", "--listen", "127.0.0.1:0", "--service-desks", "1,2", "--rate-limit", "50"],
+            &Env::default(),
+        )
+        .unwrap();
         let Task::Sandbox(cfg) = s.task else { panic!() };
         assert_eq!(cfg.service_desks, vec!["1", "2"]);
         assert_eq!(cfg.rate_limit, Some(50.0));

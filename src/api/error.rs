@@ -60,13 +60,7 @@ impl ErrorKind {
     /// Credentials or permissions are wrong: no further request can succeed,
     /// so the whole run stops (exit 3).
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Status {
-                status: 401 | 403,
-                ..
-            }
-        )
+        matches!(self, ErrorKind::Status { status: 401 | 403, .. })
     }
 
     pub fn is_rate_limited(&self) -> bool {
@@ -152,11 +146,7 @@ mod tests {
     use super::*;
 
     fn status(s: u16) -> ErrorKind {
-        ErrorKind::Status {
-            status: s,
-            message: String::new(),
-            retry_after: None,
-        }
+        ErrorKind::Status { status: s, message: String::new(), retry_after: None }
     }
 
     #[test]
@@ -169,11 +159,7 @@ mod tests {
         }
         assert!(ErrorKind::Timeout(Duration::from_secs(1)).is_transient());
         assert!(ErrorKind::Connection("reset".into()).is_transient());
-        assert!(ErrorKind::Decode {
-            status: 200,
-            detail: "eof".into()
-        }
-        .is_transient());
+        assert!(ErrorKind::Decode { status: 200, detail: "eof".into() }.is_transient());
         assert!(!ErrorKind::Aborted("x".into()).is_transient());
         assert!(status(401).is_fatal() && status(403).is_fatal() && !status(404).is_fatal());
     }
@@ -182,10 +168,7 @@ mod tests {
     fn retry_after_parses_seconds_and_dates() {
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after(" 0.5 ", now),
-            Some(Duration::from_millis(500))
-        );
+        assert_eq!(parse_retry_after(" 0.5 ", now), Some(Duration::from_millis(500)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
         assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -194,28 +177,16 @@ mod tests {
 
     #[test]
     fn reset_parses_iso8601() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(
-            parse_reset("2026-01-01T00:00:02.5Z", now),
-            Some(Duration::from_millis(2500))
-        );
-        assert_eq!(
-            parse_reset("2025-12-31T23:59:00Z", now),
-            Some(Duration::ZERO)
-        );
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        assert_eq!(parse_reset("2026-01-01T00:00:02.5Z", now), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_reset("2025-12-31T23:59:00Z", now), Some(Duration::ZERO));
         assert_eq!(parse_reset("tomorrow", now), None);
     }
 
     #[test]
     fn display_carries_status_and_message_only() {
         let e = ApiError {
-            kind: ErrorKind::Status {
-                status: 400,
-                message: "name too long".into(),
-                retry_after: None,
-            },
+            kind: ErrorKind::Status { status: 400, message: "name too long".into(), retry_after: None },
             attempts: 1,
         };
         assert_eq!(e.to_string(), "HTTP 400: name too long");

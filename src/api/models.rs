@@ -136,18 +136,14 @@ pub struct OrganizationIdBody {
 
 fn id_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = string_from_string_or_number(d)?;
-    s.trim()
-        .parse::<u64>()
-        .map_err(|_| serde::de::Error::custom(format!("organization id {s:?} is not an integer")))
+    s.trim().parse::<u64>().map_err(|_| serde::de::Error::custom(format!("organization id {s:?} is not an integer")))
 }
 
 fn string_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "expected a string or number id, got {other}"
-        ))),
+        other => Err(serde::de::Error::custom(format!("expected a string or number id, got {other}"))),
     }
 }
 
@@ -173,22 +169,18 @@ mod tests {
     #[test]
     fn property_keys_accept_both_list_names() {
         let a: PropertyKeys = serde_json::from_str(r#"{"keys":[{"key":"k","self":"s"}]}"#).unwrap();
-        let b: PropertyKeys =
-            serde_json::from_str(r#"{"entityPropertyKeyBeans":[{"key":"k","self":"s"}]}"#).unwrap();
+        let b: PropertyKeys = serde_json::from_str(r#"{"entityPropertyKeyBeans":[{"key":"k","self":"s"}]}"#).unwrap();
         assert_eq!(a.keys, b.keys);
         assert_eq!(a.keys[0].key, "k");
     }
 
     #[test]
     fn error_body_text_prefers_error_message_then_platform_shape() {
-        let a: ErrorBody = serde_json::from_str(
-            r#"{"errorMessage":"bad","i18nErrorMessage":{"i18nKey":"k","parameters":[]}}"#,
-        )
-        .unwrap();
-        assert_eq!(a.text().as_deref(), Some("bad"));
-        let b: ErrorBody =
-            serde_json::from_str(r#"{"errorMessages":["x"],"errors":{"name":"too long"}}"#)
+        let a: ErrorBody =
+            serde_json::from_str(r#"{"errorMessage":"bad","i18nErrorMessage":{"i18nKey":"k","parameters":[]}}"#)
                 .unwrap();
+        assert_eq!(a.text().as_deref(), Some("bad"));
+        let b: ErrorBody = serde_json::from_str(r#"{"errorMessages":["x"],"errors":{"name":"too long"}}"#).unwrap();
         assert_eq!(b.text().as_deref(), Some("x; name: too long"));
         assert_eq!(ErrorBody::default().text(), None);
     }

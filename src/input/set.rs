@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-
 use super::csv_file::{self, CsvRows, CsvSchema};
 use super::jsonl_file::{self, JsonlRows};
 use super::{InputError, RowResult};

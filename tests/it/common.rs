@@ -22,35 +22,15 @@ pub fn fast_retry(max_retries: u32) -> RetryPolicy {
 }
 
 pub fn throttle(rate: f64, concurrency: usize) -> Arc<Throttle> {
-    Arc::new(Throttle::new(&ThrottleConfig {
-        rate,
-        concurrency,
-        min_rate: 1.0,
-    }))
+    Arc::new(Throttle::new(&ThrottleConfig { rate, concurrency, min_rate: 1.0 }))
 }
 
 /// A client for `site` with Basic auth (the sandbox's default credentials).
 pub fn client(site: &str) -> Client {
-    client_with(
-        site,
-        Auth::Basic {
-            email: EMAIL.into(),
-            token: TOKEN.into(),
-        },
-        fast_retry(4),
-        Duration::from_secs(5),
-    )
+    client_with(site, Auth::Basic { email: EMAIL.into(), token: TOKEN.into() }, fast_retry(4), Duration::from_secs(5))
 }
 
 pub fn client_with(site: &str, auth: Auth, retry: RetryPolicy, timeout: Duration) -> Client {
-    Client::new(
-        ClientConfig {
-            site: url::Url::parse(site).unwrap(),
-            auth,
-            timeout,
-            retry,
-        },
-        throttle(10_000.0, 16),
-    )
-    .unwrap()
+    Client::new(ClientConfig { site: url::Url::parse(site).unwrap(), auth, timeout, retry }, throttle(10_000.0, 16))
+        .unwrap()
 }
