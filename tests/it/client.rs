@@ -1026,3 +1026,68 @@ async fn a_429_cooldown_delays_other_calls_in_flight() {
     assert!(b_wait >= Duration::from_secs(1), "B's next request went {b_wait:?} after A's 429, inside the cooldown");
     assert!(b_wait < Duration::from_secs(4), "{b_wait:?}");
 }
+
+// ----- the client against the sandbox --------------------------------------
+
+/// Every operation through the typed client against the in-process sandbox,
+/// checking the site's state after each write.
+#[tokio::test]
+async fn every_operation_through_the_client_against_the_sandbox() {
+    use jsm_orgs::sandbox::{Sandbox, SandboxConfig};
+    let sb = Sandbox::start(SandboxConfig { service_desks: vec!["10001".into()], page_cap: 2, ..Default::default() })
+        .await
+        .unwrap();
+    let c = client(&sb.url());
+
+    // organizations: create is idempotent by name; paging over a cap of 2
+    let a = c.create_organization("Acme, \"Inc\"").await.unwrap().value;
+    let again = c.create_organization("Acme, \"Inc\"").await.unwrap().value;
+    assert_eq!(a.id, again.id);
+    for n in ["B", "C", "D", "E"] {
+        c.create_organization(n).await.unwrap();
+    }
+    let all = c.all_organizations().await.unwrap();
+    assert_eq!(all.value.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["Acme, \"Inc\"", "B", "C", "D", "E"]);
+    assert_eq!(all.attempts, 3, "5 orgs in pages of 2");
+    assert_eq!(c.organization(a.id).await.unwrap().value.name, "Acme, \"Inc\"");
+
+    // members: added, listed in accountId order, removed; an unknown id fails the whole call
+    let ids: Vec<String> = ["acc-c", "acc-a", "acc-b"].iter().map(|s| s.to_string()).collect();
+    c.add_users(a.id, &ids).await.unwrap();
+    let users = c.all_users(a.id).await.unwrap().value;
+    assert_eq!(users.iter().map(|u| u.account_id.as_str()).collect::<Vec<_>>(), ["acc-a", "acc-b", "acc-c"]);
+    let bad = c.add_users(a.id, &["acc-d".to_string(), "unknown-1".to_string()]).await.unwrap_err();
+    assert_eq!((bad.status(), bad.attempts), (Some(400), 1));
+    c.remove_users(a.id, &["acc-b".to_string(), "never-a-member".to_string()]).await.unwrap();
+    let left: Vec<String> = sb.state().members.into_iter().map(|m| m.account_id).collect();
+    assert_eq!(left, ["acc-a", "acc-c"]);
+
+    // properties: created then updated, listed, read, deleted; 404 afterwards
+    let key = "crm/tier ü";
+    assert_eq!(c.set_property(a.id, key, &json!({"t": 1})).await.unwrap().value, PropertyWrite::Created);
+    assert_eq!(c.set_property(a.id, key, &json!([1, 2])).await.unwrap().value, PropertyWrite::Updated);
+    assert_eq!(c.property_keys(a.id).await.unwrap().value, [key]);
+    assert_eq!(c.property(a.id, key).await.unwrap().value.value, json!([1, 2]));
+    c.delete_property(a.id, key).await.unwrap();
+    assert!(c.property(a.id, key).await.unwrap_err().is_not_found());
+
+    // service desks: listed, linked (twice is fine), listed per desk, unlinked
+    let desks = c.all_service_desks().await.unwrap().value;
+    assert_eq!(desks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["10001"]);
+    c.link_organization("10001", a.id).await.unwrap();
+    c.link_organization("10001", a.id).await.unwrap();
+    let linked = c.all_desk_organizations("10001").await.unwrap().value;
+    assert_eq!(linked.iter().map(|o| o.id).collect::<Vec<_>>(), [a.id]);
+    assert!(c.link_organization("999", a.id).await.unwrap_err().is_not_found());
+    c.unlink_organization("10001", a.id).await.unwrap();
+    assert!(sb.state().service_desks.is_empty());
+
+    // delete: the organization and what hung on it are gone; a second delete is a 404
+    c.delete_organization(a.id).await.unwrap();
+    assert!(c.delete_organization(a.id).await.unwrap_err().is_not_found());
+    let st = sb.state();
+    assert_eq!(st.organizations.len(), 4);
+    assert!(st.members.is_empty());
+    assert_eq!(sb.stats().by_route.get("DELETE /organization/{id}"), Some(&2));
+    sb.shutdown().await;
+}
