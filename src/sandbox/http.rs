@@ -8,6 +8,7 @@
 //! parse, lock, call the site, unlock, render.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use serde_json::{json, Map, Value};
 use super::conn::ConnHandle;
 use super::error::ApiError;
 use super::store::{self, DeskId, Membership, Org, PropertyWrite, Site, User};
-use super::{Faults, SandboxCredentials, SandboxStats};
+use super::{Faults, RateLimitHint, SandboxCredentials, SandboxStats};
 
 /// Where the API lives under the site base.
 pub(crate) const API_PREFIX: &str = "/rest/servicedeskapi";
@@ -40,6 +41,8 @@ pub(crate) struct App {
     pub site: Mutex<Site>,
     pub stats: Mutex<SandboxStats>,
     pub faults: RwLock<Faults>,
+    /// What is left of `Faults::fail_burst`.
+    burst_left: AtomicU64,
     bucket: Mutex<Bucket>,
     credentials: SandboxCredentials,
     /// `http://127.0.0.1:PORT`, the site base that links are built on.
@@ -52,6 +55,7 @@ impl App {
         App {
             site: Mutex::new(site),
             stats: Mutex::new(SandboxStats::default()),
+            burst_left: AtomicU64::new(faults.fail_burst),
             faults: RwLock::new(faults),
             bucket: Mutex::new(Bucket::default()),
             credentials,
@@ -68,12 +72,22 @@ impl App {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The knobs, with `fail_burst` as what is left of the burst.
     pub fn current_faults(&self) -> Faults {
-        self.faults.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut faults = self.faults.read().unwrap_or_else(|e| e.into_inner()).clone();
+        faults.fail_burst = self.burst_left.load(Ordering::Acquire);
+        faults
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = faults;
+        let mut current = self.faults.write().unwrap_or_else(|e| e.into_inner());
+        self.burst_left.store(faults.fail_burst, Ordering::Release);
+        *current = faults;
+    }
+
+    /// Takes one request of the 503 burst, if any is left.
+    fn take_burst(&self) -> bool {
+        self.burst_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
     }
 
     pub fn snapshot_stats(&self) -> SandboxStats {
@@ -197,8 +211,10 @@ fn chance(p: f64) -> bool {
 }
 
 /// The checks every API request passes, in order: count, auth, rate limit,
-/// injected 503, latency; then the handler; then dropped connections and
-/// malformed bodies.
+/// injected 503 (burst, then rate), latency and slowness; then the handler;
+/// then late answers (`slow_after_handler`), dropped connections and
+/// malformed bodies. Injected faults only hit the methods of `only_methods`
+/// (all when empty).
 async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/__sandbox") {
         return unrouted(ApiError::no_route(req.method().as_str(), req.uri().path()));
@@ -213,16 +229,23 @@ async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         let taken = app.bucket.lock().unwrap_or_else(|e| e.into_inner()).take(rate, Instant::now());
         if let Err(wait) = taken {
             app.count(|s| &mut s.rate_limited);
-            return rate_limited(rate, wait);
+            return rate_limited(rate, wait, faults.rate_limit_hint);
         }
     }
-    if chance(faults.fail_rate) {
+    let targeted = faults.only_methods.is_empty()
+        || faults.only_methods.iter().any(|m| m.eq_ignore_ascii_case(req.method().as_str()));
+    if targeted && (app.take_burst() || chance(faults.fail_rate)) {
         app.count(|s| &mut s.injected_failures);
         return ApiError::injected_failure().into_response();
     }
+    let slow = targeted && chance(faults.slow_rate);
+    if slow {
+        app.count(|s| &mut s.slowed);
+    }
+    let slow_delay = Duration::from_millis(if slow { faults.slow_ms } else { 0 });
     let mut delay = faults.latency;
-    if chance(faults.slow_rate) {
-        delay += Duration::from_millis(faults.slow_ms);
+    if !faults.slow_after_handler {
+        delay += slow_delay;
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -234,7 +257,10 @@ async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     if response.extensions().get::<Unrouted>().is_some() {
         return response;
     }
-    if is_write && chance(faults.drop_rate) {
+    if faults.slow_after_handler && !slow_delay.is_zero() {
+        tokio::time::sleep(slow_delay).await;
+    }
+    if targeted && is_write && chance(faults.drop_rate) {
         if let Some(conn) = conn {
             conn.kill();
             app.count(|s| &mut s.dropped);
@@ -243,7 +269,8 @@ async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     }
     let json_success = matches!(response.status(), StatusCode::OK | StatusCode::CREATED)
         && response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if json_success && chance(faults.malformed_rate) {
+    if targeted && json_success && chance(faults.malformed_rate) {
+        app.count(|s| &mut s.malformed);
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::from(MALFORMED_BODY));
@@ -251,7 +278,7 @@ async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     response
 }
 
-fn rate_limited(rate: f64, wait: Duration) -> Response {
+fn rate_limited(rate: f64, wait: Duration, hint: RateLimitHint) -> Response {
     let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
     let reset = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(1));
     let limit = if rate.fract() == 0.0 { format!("{rate:.0}") } else { format!("{rate}") };
@@ -262,10 +289,14 @@ fn rate_limited(rate: f64, wait: Duration) -> Response {
             headers.insert(name, v);
         }
     };
-    set("retry-after", retry_after.to_string());
+    if hint == RateLimitHint::RetryAfter {
+        set("retry-after", retry_after.to_string());
+    }
     set("x-ratelimit-limit", limit);
     set("x-ratelimit-remaining", "0".to_string());
-    set("x-ratelimit-reset", reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    if hint != RateLimitHint::NoHint {
+        set("x-ratelimit-reset", reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
     set("ratelimit-reason", "jira-burst-based".to_string());
     response
 }

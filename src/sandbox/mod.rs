@@ -6,8 +6,11 @@
 //! with JSM's semantics: paging with `start`/`limit` and a silent page cap,
 //! create returning the existing organization for a known name, property
 //! limits, the `ErrorResponse` body, an auth check, a token-bucket rate limit
-//! answered with 429 + `Retry-After`, and injectable faults (latency, 503s,
-//! slow answers, writes whose response is lost, malformed JSON). It must not
+//! answered with 429 + `Retry-After` (or, as some proxies and sites do, with
+//! only `X-RateLimit-Reset`, or no hint at all), and injectable faults
+//! (latency, random 503s and bursts of them, slow answers before or after a
+//! write is committed, writes whose response is lost, malformed JSON),
+//! optionally limited to some HTTP methods. It must not
 //! call out to any real site, persist anything, or share code paths with the
 //! client under test: it is the independent party that the client's retry,
 //! paging and idempotency logic is checked against, so it has to behave like
@@ -160,6 +163,32 @@ pub struct Faults {
     pub slow_ms: u64,
     /// Probability that a 200/201 JSON body is replaced by truncated JSON.
     pub malformed_rate: f64,
+    /// What a 429 of the rate limit says about when to come back.
+    pub rate_limit_hint: RateLimitHint,
+    /// The next `fail_burst` API requests (that pass auth and the rate
+    /// limit) answer 503, before `fail_rate` is consulted. Counted down by
+    /// the server: [`Sandbox::faults`] reports how many are left.
+    pub fail_burst: u64,
+    /// With `slow_rate`: delay the response *after* the handler ran (a write
+    /// is committed, its answer comes late) instead of before it.
+    pub slow_after_handler: bool,
+    /// HTTP methods (e.g. `["POST"]`) that the injected faults (`fail_rate`,
+    /// `fail_burst`, `drop_rate`, `slow_rate`, `malformed_rate`) apply to;
+    /// empty for every method. Latency and the rate limit apply to all.
+    pub only_methods: Vec<String>,
+}
+
+/// How a rate-limited answer (429) hints at the wait.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHint {
+    /// `Retry-After` (whole seconds) and `X-RateLimit-Reset`, as JSM Cloud sends.
+    #[default]
+    RetryAfter,
+    /// Only `X-RateLimit-Reset` (an ISO 8601 instant).
+    ResetOnly,
+    /// Neither header: the client has to back off on its own.
+    NoHint,
 }
 
 mod millis {
@@ -191,6 +220,12 @@ pub struct SandboxStats {
     pub rate_limited: u64,
     pub injected_failures: u64,
     pub dropped: u64,
+    /// Success bodies replaced by truncated JSON (`malformed_rate`).
+    #[serde(default)]
+    pub malformed: u64,
+    /// Requests delayed by `slow_ms` (`slow_rate`).
+    #[serde(default)]
+    pub slowed: u64,
 }
 
 /// A full, deterministic dump of the site.
@@ -394,6 +429,19 @@ mod tests {
         let back: Faults = serde_json::from_value(serde_json::json!({"latency_ms": 7, "fail_rate": 0.5})).unwrap();
         assert_eq!(back.latency, Duration::from_millis(7));
         assert_eq!(back.fail_rate, 0.5);
+    }
+
+    #[test]
+    fn faults_take_hints_bursts_and_methods_from_json() {
+        let f: Faults = serde_json::from_value(serde_json::json!({
+            "rate_limit_hint": "reset_only", "fail_burst": 3, "slow_after_handler": true, "only_methods": ["POST"]
+        }))
+        .unwrap();
+        assert_eq!(f.rate_limit_hint, RateLimitHint::ResetOnly);
+        assert_eq!((f.fail_burst, f.slow_after_handler), (3, true));
+        assert_eq!(f.only_methods, ["POST"]);
+        assert_eq!(Faults::default().rate_limit_hint, RateLimitHint::RetryAfter);
+        assert_eq!(serde_json::to_value(RateLimitHint::NoHint).unwrap(), "no_hint");
     }
 
     #[test]

@@ -4,5 +4,7 @@
 mod client;
 mod common;
 mod export;
+mod faults;
 mod import;
 mod sandbox;
+mod security;
