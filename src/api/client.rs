@@ -39,6 +39,20 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    /// Every form in which this credential could be echoed back by a server
+    /// or a proxy: the token itself and the encoded Basic pair.
+    fn secrets(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut v = match self {
+            Auth::Basic { email, token } => vec![token.clone(), b64.encode(format!("{email}:{token}"))],
+            Auth::Bearer { token } => vec![token.clone()],
+        };
+        // Too short to search for without mangling ordinary text.
+        v.retain(|s| s.len() >= 4);
+        v
+    }
+
     fn header(&self) -> Result<HeaderValue, ErrorKind> {
         use base64::Engine as _;
         let raw = match self {
@@ -96,6 +110,8 @@ pub struct Client {
     timeout: Duration,
     retry: RetryPolicy,
     throttle: Arc<Throttle>,
+    /// Forms of the credential to cut out of anything the server says.
+    secrets: Arc<[String]>,
 }
 
 enum Body {
@@ -126,7 +142,15 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ErrorKind::Local(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, api, auth: cfg.auth.header()?, timeout: cfg.timeout, retry: cfg.retry, throttle })
+        Ok(Client {
+            http,
+            api,
+            auth: cfg.auth.header()?,
+            timeout: cfg.timeout,
+            retry: cfg.retry,
+            throttle,
+            secrets: cfg.auth.secrets().into(),
+        })
     }
 
     pub fn throttle(&self) -> &Arc<Throttle> {
@@ -176,7 +200,7 @@ impl Client {
             let kind = match self.attempt(&method, &url, &body).await {
                 Ok((status, bytes)) => match decode(status, &bytes) {
                     Ok(value) => return Ok(Called { value, status: status.as_u16(), attempts: attempt }),
-                    Err(detail) => ErrorKind::Decode { status: status.as_u16(), detail },
+                    Err(detail) => ErrorKind::Decode { status: status.as_u16(), detail: self.redact(detail) },
                 },
                 Err(kind) => kind,
             };
@@ -224,7 +248,20 @@ impl Client {
             .ok()
             .and_then(|b| b.text())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-        Err(ErrorKind::Status { status: status.as_u16(), message: truncate(&message, 500), retry_after })
+        Err(ErrorKind::Status { status: status.as_u16(), message: truncate(&self.redact(message), 500), retry_after })
+    }
+
+    /// Cut every form of the credential out of text that came from the
+    /// server or the network stack: a gateway that echoes the request's
+    /// headers in its error body must not put the token into logs, reports
+    /// or error messages.
+    fn redact(&self, mut text: String) -> String {
+        for secret in self.secrets.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        text
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ErrorKind {
@@ -239,7 +276,7 @@ impl Client {
                 msg.push_str(&s.to_string());
                 src = s.source();
             }
-            ErrorKind::Connection(truncate(&msg, 300))
+            ErrorKind::Connection(truncate(&self.redact(msg), 300))
         }
     }
 
