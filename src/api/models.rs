@@ -25,6 +25,8 @@ pub struct Organization {
 
 /// One page of a paged list (`PagedDTO*`). There is no total: follow
 /// `isLastPage` and advance `start` by the number of values received.
+/// `isLastPage` and `values` are required: a body without them (`{}` from a
+/// broken proxy) is a decode error, retried, never a silently short list.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Page<T> {
     #[serde(default)]
@@ -33,9 +35,8 @@ pub struct Page<T> {
     pub limit: u64,
     #[serde(default)]
     pub size: u64,
-    #[serde(rename = "isLastPage", default)]
+    #[serde(rename = "isLastPage")]
     pub is_last_page: bool,
-    #[serde(default = "Vec::new")]
     pub values: Vec<T>,
 }
 
@@ -164,6 +165,15 @@ mod tests {
         let b: Organization = serde_json::from_str(r#"{"id":7,"name":"B"}"#).unwrap();
         assert_eq!((b.id, b.uuid, b.created), (7, None, None));
         assert!(serde_json::from_str::<Organization>(r#"{"id":"x","name":"B"}"#).is_err());
+    }
+
+    #[test]
+    fn a_page_without_is_last_page_or_values_is_not_a_page() {
+        assert!(serde_json::from_str::<Page<User>>("{}").is_err());
+        assert!(serde_json::from_str::<Page<User>>(r#"{"values":[]}"#).is_err());
+        assert!(serde_json::from_str::<Page<User>>(r#"{"isLastPage":true}"#).is_err());
+        let p: Page<User> = serde_json::from_str(r#"{"isLastPage":true,"values":[]}"#).unwrap();
+        assert!(p.is_last_page && p.values.is_empty());
     }
 
     #[test]
