@@ -119,7 +119,7 @@ pub fn connect(conn: &Connection) -> Result<Client, u8> {
 fn abort_on_ctrl_c(throttle: Arc<Throttle>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing in-flight requests and writing the report (Ctrl-C again to quit now)");
+            eprintln!("interrupted: stopping after the requests in flight (Ctrl-C again to quit at once)");
             throttle.abort("interrupted (Ctrl-C)");
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
@@ -131,7 +131,7 @@ fn abort_on_ctrl_c(throttle: Arc<Throttle>) -> tokio::task::JoinHandle<()> {
 /// Install the stderr logger: warnings with `--quiet`, info by default,
 /// debug/trace with `-v`/`-vv`. Only this crate logs below warn, so no
 /// dependency's trace output (which could include request details) appears.
-pub fn init_logging(verbosity: u8) {
+pub fn init_logging(verbosity: u8, ansi: bool) {
     let level = match verbosity {
         0 => "warn",
         1 => "info",
@@ -142,6 +142,7 @@ pub fn init_logging(verbosity: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .without_time()
         .try_init();

@@ -16,7 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    jsm_orgs::init_logging(if cli.quiet { 0 } else { 1 + cli.verbose });
+    let tty = std::io::stderr().is_terminal();
+    jsm_orgs::init_logging(if cli.quiet { 0 } else { 1 + cli.verbose }, tty);
     // The client side is I/O-bound and paced: one thread does it with far
     // fewer cross-thread wake-ups (CPU per request) than a thread pool. The
     // sandbox serves many connections and gets the pool.
@@ -32,6 +33,5 @@ fn main() -> ExitCode {
         }
     };
     let env = jsm_orgs::Env::from_process();
-    let tty = std::io::stderr().is_terminal();
     ExitCode::from(runtime.block_on(jsm_orgs::run(cli, &env, tty)))
 }
