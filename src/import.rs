@@ -25,6 +25,9 @@ use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter
 use crate::settings::ImportOptions;
 use crate::throttle::CounterSnapshot;
 
+/// Invalid rows named on stderr as they are read; the rest are in the report.
+const SHOWN_INVALID: u64 = 20;
+
 /// Why an import ended without running to completion.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -196,6 +199,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     // 2. Fold the rows into the wanted state.
     let mut d = Desired::new(&live_orgs);
     drop(live_orgs);
+    let mut invalid = 0u64;
     for r in input.rows() {
         match r? {
             Ok(row) => {
@@ -205,11 +209,18 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
                 }
             }
             Err(inv) => {
+                invalid += 1;
+                if invalid <= SHOWN_INVALID {
+                    tracing::warn!("{}", inv.message);
+                }
                 d.add_invalid(&inv);
                 run.partial.write(&invalid_row(&inv)).map_err(io_err(&run.partial_path))?;
                 run.outcomes.push(Some(RowOutcome::failed(inv.message)));
             }
         }
+    }
+    if invalid > SHOWN_INVALID {
+        tracing::warn!("{} more invalid rows: see the report", invalid - SHOWN_INVALID);
     }
     run.org_ids = d.orgs.iter().map(|o| o.live_id).collect();
     // Rows settled so far (invalid ones) are on disk before the site is read.
@@ -240,10 +251,9 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
 
     // 5. Organizations first: creates give the ids everything else needs.
-    let names: Arc<Vec<String>> = Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect());
     let mut create_errors = HashMap::new();
     let ctx = ExecContext {
-        names: names.clone(),
+        names: Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect()),
         org_ids: Arc::new(run.org_ids.clone()),
         create_errors: Arc::new(HashMap::new()),
         dry_run: opts.dry_run,
@@ -286,7 +296,9 @@ fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) ->
     for r in input.rows() {
         if let Err(inv) = r? {
             invalid += 1;
-            tracing::error!("{}", inv.message);
+            if invalid <= SHOWN_INVALID {
+                tracing::error!("{}", inv.message);
+            }
         }
     }
     if invalid == 0 {
