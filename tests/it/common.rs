@@ -2,11 +2,14 @@
 //! wiremock server or an in-process sandbox.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsm_orgs::api::{Auth, Client, ClientConfig};
+use jsm_orgs::sandbox::SiteState;
 use jsm_orgs::throttle::{RetryPolicy, Throttle, ThrottleConfig};
+use serde_json::Value;
 
 pub const EMAIL: &str = "sandbox@example.com";
 pub const TOKEN: &str = "sandbox-token";
@@ -33,4 +36,38 @@ pub fn client(site: &str) -> Client {
 pub fn client_with(site: &str, auth: Auth, retry: RetryPolicy, timeout: Duration) -> Client {
     Client::new(ClientConfig { site: url::Url::parse(site).unwrap(), auth, timeout, retry }, throttle(10_000.0, 16))
         .unwrap()
+}
+
+/// A site's content with ids aside: organization names, and members,
+/// properties and desk links keyed by organization name.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Content {
+    pub orgs: BTreeSet<String>,
+    pub members: BTreeSet<(String, String)>,
+    pub properties: BTreeMap<(String, String), Value>,
+    pub links: BTreeSet<(String, String)>,
+}
+
+pub fn content_of(state: &SiteState) -> Content {
+    let names: HashMap<u64, &str> = state.organizations.iter().map(|o| (o.id, o.name.as_str())).collect();
+    let name = |id: u64| names.get(&id).unwrap_or_else(|| panic!("no org {id}")).to_string();
+    Content {
+        orgs: state.organizations.iter().map(|o| o.name.clone()).collect(),
+        members: state.members.iter().map(|m| (name(m.organization_id), m.account_id.clone())).collect(),
+        properties: state
+            .properties
+            .iter()
+            .map(|p| ((name(p.organization_id), p.key.clone()), p.value.clone()))
+            .collect(),
+        links: state.service_desks.iter().map(|l| (name(l.organization_id), l.service_desk_id.clone())).collect(),
+    }
+}
+
+pub fn assert_no_duplicate_orgs(state: &SiteState) {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for o in &state.organizations {
+        *count.entry(&o.name).or_default() += 1;
+    }
+    let dups: Vec<_> = count.into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dups.is_empty(), "duplicate organizations: {dups:?}");
 }

@@ -11,7 +11,7 @@
 //! loudly (exit 3) leaving no directory behind. In-process runs use
 //! millisecond backoffs (the CLI's are half a second). Only 127.0.0.1.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use jsm_orgs::snapshot::{ExportOptions, ExportSummary, Format};
 use jsm_orgs::throttle::{Throttle, ThrottleConfig};
 use serde_json::{json, Value};
 
-use crate::common::{fast_retry, EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, content_of, fast_retry, Content, EMAIL, TOKEN};
 
 pub(crate) const DESKS: [&str; 2] = ["10001", "10002"];
 
@@ -144,40 +144,6 @@ pub(crate) fn rep_from_json(line: &str) -> Rep {
 pub(crate) fn read_jsonl_report(path: &Path) -> Vec<Rep> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().map(rep_from_json).collect()
-}
-
-/// A site's content with ids aside: organization names, and members,
-/// properties and desk links keyed by organization name.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Content {
-    pub orgs: BTreeSet<String>,
-    pub members: BTreeSet<(String, String)>,
-    pub properties: BTreeMap<(String, String), Value>,
-    pub links: BTreeSet<(String, String)>,
-}
-
-pub(crate) fn content_of(state: &SiteState) -> Content {
-    let names: HashMap<u64, &str> = state.organizations.iter().map(|o| (o.id, o.name.as_str())).collect();
-    let name = |id: u64| names.get(&id).unwrap_or_else(|| panic!("no org {id}")).to_string();
-    Content {
-        orgs: state.organizations.iter().map(|o| o.name.clone()).collect(),
-        members: state.members.iter().map(|m| (name(m.organization_id), m.account_id.clone())).collect(),
-        properties: state
-            .properties
-            .iter()
-            .map(|p| ((name(p.organization_id), p.key.clone()), p.value.clone()))
-            .collect(),
-        links: state.service_desks.iter().map(|l| (name(l.organization_id), l.service_desk_id.clone())).collect(),
-    }
-}
-
-pub(crate) fn assert_no_duplicate_orgs(state: &SiteState) {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for o in &state.organizations {
-        *count.entry(&o.name).or_default() += 1;
-    }
-    let dups: Vec<_> = count.into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(dups.is_empty(), "duplicate organizations: {dups:?}");
 }
 
 fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) {

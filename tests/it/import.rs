@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{any, body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, content_of, Content, EMAIL, TOKEN};
 
 const API: &str = "/rest/servicedeskapi";
 const DESKS: [&str; 2] = ["10001", "10002"];
@@ -237,40 +237,6 @@ fn sample_rows(dir: &Path) -> Vec<In> {
     rows
 }
 
-/// A site's content with ids aside: org names, and members, properties and
-/// links keyed by org name.
-#[derive(Debug, Default, PartialEq)]
-struct Content {
-    orgs: BTreeSet<String>,
-    members: BTreeSet<(String, String)>,
-    properties: BTreeMap<(String, String), Value>,
-    links: BTreeSet<(String, String)>,
-}
-
-fn content_of(state: &SiteState) -> Content {
-    let names: HashMap<u64, &str> = state.organizations.iter().map(|o| (o.id, o.name.as_str())).collect();
-    let name = |id: u64| names.get(&id).unwrap_or_else(|| panic!("no org {id}")).to_string();
-    Content {
-        orgs: state.organizations.iter().map(|o| o.name.clone()).collect(),
-        members: state.members.iter().map(|m| (name(m.organization_id), m.account_id.clone())).collect(),
-        properties: state
-            .properties
-            .iter()
-            .map(|p| ((name(p.organization_id), p.key.clone()), p.value.clone()))
-            .collect(),
-        links: state.service_desks.iter().map(|l| (name(l.organization_id), l.service_desk_id.clone())).collect(),
-    }
-}
-
-fn assert_no_duplicate_names(state: &SiteState) {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for o in &state.organizations {
-        *count.entry(&o.name).or_default() += 1;
-    }
-    let dups: Vec<_> = count.into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(dups.is_empty(), "duplicate organization names: {dups:?}");
-}
-
 fn org_id_of(state: &SiteState, name: &str) -> u64 {
     state.organizations.iter().find(|o| o.name == name).unwrap_or_else(|| panic!("no org {name:?}")).id
 }
@@ -348,7 +314,7 @@ async fn samples_import_exactly_and_a_rerun_makes_no_writes() {
 
     // The site holds exactly the input.
     let state = sb.state();
-    assert_no_duplicate_names(&state);
+    assert_no_duplicate_orgs(&state);
     let got = content_of(&state);
     let want = Content {
         orgs: input.iter().map(|r| r.org.clone()).collect(),
@@ -486,7 +452,7 @@ async fn a_killed_import_resumes_to_the_exact_state_without_duplicates() {
     // Let requests already received finish on the sandbox.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after_kill = sb.state();
-    assert_no_duplicate_names(&after_kill);
+    assert_no_duplicate_orgs(&after_kill);
     let content = content_of(&after_kill);
     assert!(content.members.len() < want_members.len(), "killed too late to test anything");
 
@@ -530,7 +496,7 @@ async fn a_killed_import_resumes_to_the_exact_state_without_duplicates() {
     assert_eq!(stats.writes, (missing_orgs + incomplete) as u64, "{:?}", stats.by_route);
 
     let state = sb.state();
-    assert_no_duplicate_names(&state);
+    assert_no_duplicate_orgs(&state);
     let content = content_of(&state);
     assert_eq!(content.orgs, (0..ORGS).map(|i| format!("Crash Org {i:03}")).collect());
     assert_eq!(state.organizations.len(), ORGS);
@@ -577,7 +543,7 @@ async fn ctrl_c_stops_sending_writes_a_truthful_report_and_exits_3() {
     let rows = read_report(&report);
     assert_eq!(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>(), sources);
     let state = sb.state();
-    assert_no_duplicate_names(&state);
+    assert_no_duplicate_orgs(&state);
     let c = content_of(&state);
     let created: BTreeSet<String> =
         rows.iter().filter(|r| r.outcome == "created").map(|r| r.organization.clone()).collect();
@@ -812,7 +778,7 @@ async fn restore_round_trip(format: &str) {
         assert!(["created", "added", "set", "linked"].contains(&row.outcome.as_str()), "{row:?}");
     }
     let state = target.state();
-    assert_no_duplicate_names(&state);
+    assert_no_duplicate_orgs(&state);
     assert_eq!(content_of(&state), truth, "restored site ({format})");
 
     let snap2 = tmp.path().join("snap2");
@@ -1482,7 +1448,7 @@ async fn a_flaky_site_still_ends_in_the_exact_state_without_duplicates() {
     assert!(stats.injected_failures + stats.dropped > 0, "no fault was injected: {stats:?}");
 
     let state = sb.state();
-    assert_no_duplicate_names(&state);
+    assert_no_duplicate_orgs(&state);
     assert_eq!(state.organizations.len(), 10);
     let c = content_of(&state);
     assert_eq!(c.members.len(), 60);

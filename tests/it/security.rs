@@ -16,7 +16,8 @@ use jsm_orgs::model::unescape_formula;
 use jsm_orgs::sandbox::{Faults, Sandbox, SandboxConfig, SandboxCredentials};
 use serde_json::json;
 
-use crate::faults::{content_of, entries, matrix, partial_of, read_jsonl_report, s, sandbox, Content};
+use crate::common::{content_of, Content};
+use crate::faults::{entries, matrix, partial_of, read_jsonl_report, s, sandbox};
 
 const EMAIL: &str = "proof@example.com";
 const TOKEN: &str = "tok-SECRET-123";
