@@ -445,6 +445,18 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(progress: ProgressBar) -> Reader {
+        Reader {
+            orgs: HashMap::new(),
+            org_pager: Pager::new(),
+            member_pagers: HashMap::new(),
+            desk_pager: Pager::new(),
+            desks: Vec::new(),
+            vanished: Vec::new(),
+            progress,
+        }
+    }
+
     fn org_done(&mut self, org: u64) {
         if let Some(entry) = self.orgs.get_mut(&org) {
             entry.pending -= 1;
@@ -654,15 +666,7 @@ async fn read_site(client: &Client, opts: &ExportOptions) -> Result<SiteData, Ex
     let (work_tx, work_rx) = mpsc::unbounded::<Job>();
     let mut q = Queue { chains: chains_tx, work: work_tx, outstanding: 0 };
     let shared_vanished = Mutex::new(HashSet::new());
-    let mut reader = Reader {
-        orgs: HashMap::new(),
-        org_pager: Pager::new(),
-        member_pagers: HashMap::new(),
-        desk_pager: Pager::new(),
-        desks: Vec::new(),
-        vanished: Vec::new(),
-        progress: progress_bar(opts.progress),
-    };
+    let mut reader = Reader::new(progress_bar(opts.progress));
 
     q.chain(Job::OrgPage { start: 0 });
     if opts.service_desks.is_empty() {
@@ -816,15 +820,7 @@ mod tests {
         let (tx2, _rx2) = mpsc::unbounded();
         let mut q = Queue { chains: tx, work: tx2, outstanding: 0 };
         let shared = Mutex::new(HashSet::new());
-        let mut reader = Reader {
-            orgs: HashMap::new(),
-            org_pager: Pager::new(),
-            member_pagers: HashMap::new(),
-            desk_pager: Pager::new(),
-            desks: Vec::new(),
-            vanished: Vec::new(),
-            progress: ProgressBar::hidden(),
-        };
+        let mut reader = Reader::new(ProgressBar::hidden());
         let org = |id: u64| Organization { id, name: format!("O{id}"), uuid: None, scim_managed: None, created: None };
         let page = |values: Vec<Organization>| Page { start: 0, limit: 50, size: 0, is_last_page: true, values };
         reader.take(Done::OrgPage { start: 0, page: page(vec![org(10), org(2), org(10)]) }, &mut q, &shared).unwrap();
