@@ -170,6 +170,7 @@ fn invalid_row(inv: &InvalidRow) -> ReportRow {
 /// rows may have failed: see [`Summary::failed`]).
 pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, ImportError> {
     let started = Instant::now();
+    let counted_from = client.throttle().snapshot();
     let input = InputSet::open(&opts.paths)?;
     for w in input.warnings() {
         tracing::warn!("{w}");
@@ -229,7 +230,9 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     // 3. Read only the live state the plan needs.
     let live = match read_live(client, &d, &mut run).await {
         Ok(live) => live,
-        Err(e) => return finish_aborted(&input, &d, run, &e, client.throttle().snapshot(), started),
+        Err(e) => {
+            return finish_aborted(&input, &d, run, &e, client.throttle().snapshot().since(&counted_from), started)
+        }
     };
 
     // 4. Plan; rows that need no call are settled now.
@@ -279,7 +282,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     run.progress.finish();
 
     let aborted = client.throttle().abort_reason();
-    let summary = write_final(&input, &d, run, client.throttle().snapshot(), started)?;
+    let summary = write_final(&input, &d, run, client.throttle().snapshot().since(&counted_from), started)?;
     match aborted {
         Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
         None => Ok(summary),

@@ -98,6 +98,18 @@ pub struct CounterSnapshot {
     pub transient_errors: u64,
 }
 
+impl CounterSnapshot {
+    /// What was counted since `earlier` (one run of a shared client).
+    pub fn since(&self, earlier: &CounterSnapshot) -> CounterSnapshot {
+        CounterSnapshot {
+            requests: self.requests.saturating_sub(earlier.requests),
+            retries: self.retries.saturating_sub(earlier.retries),
+            rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+            transient_errors: self.transient_errors.saturating_sub(earlier.transient_errors),
+        }
+    }
+}
+
 /// Settings of the throttle.
 #[derive(Debug, Clone)]
 pub struct ThrottleConfig {
@@ -416,6 +428,13 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(t.acquire().await.unwrap());
         assert!(t.current_rate() > 94.0, "{}", t.current_rate());
+    }
+
+    #[test]
+    fn counters_since_an_earlier_snapshot() {
+        let a = CounterSnapshot { requests: 10, retries: 2, rate_limited: 1, transient_errors: 3 };
+        let b = CounterSnapshot { requests: 25, retries: 2, rate_limited: 4, transient_errors: 3 };
+        assert_eq!(b.since(&a), CounterSnapshot { requests: 15, retries: 0, rate_limited: 3, transient_errors: 0 });
     }
 
     #[tokio::test]

@@ -207,16 +207,16 @@ pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSumma
     .await
     .map_err(|e| ExportError::Io("the snapshot writer stopped".into(), std::io::Error::other(e.to_string())))??;
 
-    let after = client.throttle().snapshot();
+    let counted = client.throttle().snapshot().since(&before);
     Ok(ExportSummary {
         organizations: counts.organizations,
         members: counts.members,
         properties: counts.properties,
         service_desk_links: counts.service_desk_links,
         vanished_organizations: vanished,
-        requests: after.requests.saturating_sub(before.requests),
-        retries: after.retries.saturating_sub(before.retries),
-        rate_limited: after.rate_limited.saturating_sub(before.rate_limited),
+        requests: counted.requests,
+        retries: counted.retries,
+        rate_limited: counted.rate_limited,
         elapsed: started.elapsed(),
         out: opts.out.clone(),
     })
