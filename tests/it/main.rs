@@ -5,6 +5,7 @@ mod client;
 mod common;
 mod export;
 mod faults;
+mod hostile;
 mod import;
 mod sandbox;
 mod security;
