@@ -88,6 +88,8 @@ pub struct Pruned {
     pub members: u64,
     pub properties: u64,
     pub links: u64,
+    /// Removals that failed: the site still has something the input does not list.
+    pub failed: u64,
 }
 
 /// A finished operation.
@@ -225,7 +227,7 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
             let outcome = delete_outcome(c.delete_property(org_id.expect("id"), &key).await, Outcome::Deleted);
             match rows {
                 Some(rows) => push_rows(&mut out, rows.iter(), &Arc::from(key.as_str()), &outcome),
-                None => pruned(&mut out, &outcome, |p| p.properties += 1, &key),
+                None => pruned(&mut out, &outcome, |p| p.properties += 1, &format!("property {key:?}"), org_id),
             }
         }
         Op::Link { desk, link, rows, .. } => {
@@ -238,7 +240,7 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
             };
             match rows {
                 Some(rows) => push_rows(&mut out, rows.iter(), &Arc::from(desk.as_str()), &outcome),
-                None => pruned(&mut out, &outcome, |p| p.links += 1, &desk),
+                None => pruned(&mut out, &outcome, |p| p.links += 1, &format!("link to service desk {desk}"), org_id),
             }
         }
         Op::Members { add, members, .. } => {
@@ -248,11 +250,17 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
     out
 }
 
-fn pruned(out: &mut OpDone, outcome: &RowOutcome, count: impl FnOnce(&mut Pruned), what: &str) {
+/// Account for one `--prune` removal. No input row reports it, so each one is
+/// logged, and a failure is counted (it makes the run exit 1).
+fn pruned(out: &mut OpDone, outcome: &RowOutcome, count: impl FnOnce(&mut Pruned), what: &str, org_id: Option<u64>) {
+    let org = org_id.map(|id| id.to_string()).unwrap_or_default();
     if outcome.outcome == Outcome::Failed {
-        tracing::warn!(target: "jsm_orgs::prune", "could not prune {what}: {}", outcome.message.as_deref().unwrap_or(""));
+        out.pruned.failed += 1;
+        let why = outcome.message.as_deref().unwrap_or("");
+        tracing::warn!(target: "jsm_orgs::prune", "--prune could not remove {what} of organization {org}: {why}");
     } else {
         count(&mut out.pruned);
+        tracing::info!(target: "jsm_orgs::prune", "--prune removed {what} of organization {org}");
     }
 }
 
@@ -322,7 +330,7 @@ async fn members_op(c: &Client, out: &mut OpDone, org_id: u64, add: bool, member
             let target: Arc<str> = Arc::from(&*m.account_id);
             match &m.rows {
                 Some(rows) => push_rows(out, rows.iter(), &target, &outcome),
-                None => pruned(out, &outcome, |p| p.members += 1, &m.account_id),
+                None => pruned(out, &outcome, |p| p.members += 1, &format!("member {}", m.account_id), Some(org_id)),
             }
         }
     }

@@ -115,6 +115,7 @@ impl Run<'_> {
         self.summary.pruned_members += done.pruned.members;
         self.summary.pruned_properties += done.pruned.properties;
         self.summary.pruned_links += done.pruned.links;
+        self.summary.prune_failures += done.pruned.failed;
         if let Some(id) = done.created {
             self.org_ids[done.org as usize] = Some(id);
         }

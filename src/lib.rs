@@ -86,7 +86,7 @@ pub fn import_exit(result: Result<report::Summary, ImportError>) -> u8 {
     match result {
         Ok(summary) => {
             eprint!("{summary}");
-            if summary.failed() > 0 {
+            if summary.incomplete() {
                 EXIT_ROWS_FAILED
             } else {
                 EXIT_OK

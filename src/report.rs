@@ -238,6 +238,8 @@ pub struct Summary {
     pub pruned_members: u64,
     pub pruned_properties: u64,
     pub pruned_links: u64,
+    /// `--prune` removals that failed (see the log); the run exits 1.
+    pub prune_failures: u64,
     pub counters: CounterSnapshot,
     pub elapsed: Duration,
     pub dry_run: bool,
@@ -253,6 +255,10 @@ impl Summary {
     }
     pub fn failed(&self) -> u64 {
         self.outcomes.get(&Outcome::Failed).copied().unwrap_or(0)
+    }
+    /// Anything left undone: failed rows or failed `--prune` removals.
+    pub fn incomplete(&self) -> bool {
+        self.failed() > 0 || self.prune_failures > 0
     }
 }
 
@@ -271,6 +277,9 @@ impl std::fmt::Display for Summary {
                 "  pruned     {} members, {} properties, {} desk links",
                 self.pruned_members, self.pruned_properties, self.pruned_links
             )?;
+        }
+        if self.prune_failures > 0 {
+            writeln!(f, "  prune      {} removals FAILED (see the log above)", self.prune_failures)?;
         }
         let secs = self.elapsed.as_secs_f64();
         let c = &self.counters;

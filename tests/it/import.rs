@@ -1600,3 +1600,39 @@ async fn an_unwritable_report_exits_3_before_sending_anything() {
     assert_eq!(import(&sb.url(), &file, &report, &[]).await, 3);
     assert_eq!(sb.stats().total, 0);
 }
+
+/// A `--prune` removal has no input row, so its failure would vanish from
+/// the report: it is logged, counted, and makes the run exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prune_removal_makes_the_run_exit_1() {
+    let server = MockServer::start().await;
+    let page = |values: Value| json!({"start": 0, "limit": 50, "size": 1, "isLastPage": true, "values": values});
+    Mock::given(method("GET"))
+        .and(path("/rest/servicedeskapi/organization"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(json!([{"id": "7", "name": "Acme"}]))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/rest/servicedeskapi/organization/7/user"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(page(json!([{"accountId": "keep"}, {"accountId": "extra"}]))),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/rest/servicedeskapi/organization/7/user"))
+        .and(body_json(json!({"accountIds": ["extra"]})))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"errorMessage": "boom"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write(&input, "members.csv", "organization,account_id\nAcme,keep\n");
+    let report = tmp.path().join("r.csv");
+    assert_eq!(import(&server.uri(), &input, &report, &["--prune", "--max-retries", "0"]).await, 1);
+    // The one input row is in place; the failure is the prune's.
+    assert_eq!(outcomes(&read_report(&report)), ["unchanged"]);
+}
