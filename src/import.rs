@@ -326,16 +326,19 @@ async fn read_live(client: &Client, d: &Desired, run: &mut Run<'_>) -> Result<Li
     tasks.extend(reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)));
     tasks.extend(reads.property_keys.iter().map(|&(i, id)| ReadTask::PropertyKeys(i, id)));
     let mut desks = reads.desks.clone();
+    let mut live = Live::default();
     if reads.all_desks {
         let all = client.all_service_desks().await?;
         for desk in all.value {
+            if let Some(key) = desk.project_key {
+                live.desk_keys.insert(desk.id.clone(), key);
+            }
             if !desks.contains(&desk.id) {
                 desks.push(desk.id);
             }
         }
     }
     tasks.extend(desks.into_iter().map(ReadTask::Desk));
-    let mut live = Live::default();
     run.progress.phase("reading site", tasks.len() as u64);
     fold_reads(client, tasks, &mut live, &run.progress).await?;
     let values: Vec<ReadTask> =

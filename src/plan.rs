@@ -327,6 +327,10 @@ pub struct Live {
     pub property_values: HashMap<(OrgIdx, String), Result<Option<Value>, ReadError>>,
     /// Organization ids linked to each desk read.
     pub desks: BTreeMap<String, Result<HashSet<u64>, ReadError>>,
+    /// Project key of each desk id, when every desk was listed (`--prune`):
+    /// input rows may name a desk by either, and the same desk must not be
+    /// pruned under one name while linked under the other.
+    pub desk_keys: HashMap<String, String>,
 }
 
 /// Property values to read: keys the input wants to `set` that the site has.
@@ -638,8 +642,11 @@ pub fn plan(
             }
         }
         if let (true, Some(id)) = (prune_desks, live_id) {
+            let listed = |desk: &String| {
+                desks.contains_key(desk) || live.desk_keys.get(desk).is_some_and(|key| desks.contains_key(key))
+            };
             for (desk, set) in &live.desks {
-                if matches!(set, Ok(set) if set.contains(&id)) && !desks.contains_key(desk) {
+                if matches!(set, Ok(set) if set.contains(&id)) && !listed(desk) {
                     p.ops.push(Op::Link { org: idx, desk: desk.clone(), link: false, rows: None });
                 }
             }
@@ -853,6 +860,22 @@ mod tests {
                 Op::Link { org: 0, desk: "2".into(), link: false, rows: None },
             ]
         );
+    }
+
+    #[test]
+    fn prune_keeps_a_link_the_input_names_by_project_key() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        d.add(r.desk("Acme", "SUP", Action::Link)).unwrap();
+        let mut live = Live::default();
+        live.desks.insert("SUP".into(), Ok([7].into_iter().collect()));
+        live.desks.insert("10001".into(), Ok([7].into_iter().collect()));
+        live.desks.insert("10002".into(), Ok([7].into_iter().collect()));
+        live.desk_keys.insert("10001".into(), "SUP".into());
+        live.desk_keys.insert("10002".into(), "OPS".into());
+        let (p, settled) = run_plan(&mut d, &live, true, 50);
+        assert_eq!(settled.len(), 1, "the SUP row is unchanged");
+        assert_eq!(p.ops, vec![Op::Link { org: 0, desk: "10002".into(), link: false, rows: None }]);
     }
 
     #[test]

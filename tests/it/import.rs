@@ -1636,3 +1636,24 @@ async fn a_failed_prune_removal_makes_the_run_exit_1() {
     // The one input row is in place; the failure is the prune's.
     assert_eq!(outcomes(&read_report(&report)), ["unchanged"]);
 }
+
+/// A desk named by its project key is the same desk as its numeric id:
+/// `--prune` keeps that link and removes only the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_matches_desks_named_by_project_key() {
+    let sb = sandbox(None, 0).await;
+    let c = crate::common::client(&sb.url());
+    let id = c.create_organization("Acme").await.unwrap().value.id;
+    for desk in DESKS {
+        c.link_organization(desk, id).await.unwrap();
+    }
+    let key = format!("SD{}", DESKS[0]);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write(&input, "desks.csv", &format!("organization,service_desk_id\nAcme,{key}\n"));
+    let report = tmp.path().join("r.csv");
+    assert_eq!(import(&sb.url(), &input, &report, &["--prune"]).await, 0);
+    assert_eq!(outcomes(&read_report(&report)), ["unchanged"]);
+    let links: Vec<String> = sb.state().service_desks.into_iter().map(|l| l.service_desk_id).collect();
+    assert_eq!(links, [DESKS[0].to_string()]);
+}
