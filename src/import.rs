@@ -70,9 +70,11 @@ impl Progress {
         self.finish();
         if self.enabled && len > 0 {
             let bar = ProgressBar::new(len).with_style(
-                ProgressStyle::with_template("{prefix:>13} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-                    .expect("template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>13} [{bar:30}] {pos}/{len} ({percent}%) elapsed {elapsed}, eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(name.to_string());
             self.bar = Some(bar);

@@ -651,10 +651,11 @@ fn progress_bar(show: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let style =
-        ProgressStyle::with_template("{spinner} exporting [{bar:30}] {pos}/{len} organizations ({per_sec}, {elapsed})")
-            .expect("valid progress template")
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{spinner} exporting [{bar:30}] {pos}/{len} organizations ({percent}%, {elapsed})",
+    )
+    .expect("valid progress template")
+    .progress_chars("=> ");
     pb.set_style(style);
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
