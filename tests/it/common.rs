@@ -71,3 +71,18 @@ pub fn assert_no_duplicate_orgs(state: &SiteState) {
     let dups: Vec<_> = count.into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(dups.is_empty(), "duplicate organizations: {dups:?}");
 }
+
+/// `jsm-orgs ARGS` as a child process: a clean environment holding only the
+/// sandbox's Basic credentials, no stdin, output discarded (pipe it to read it).
+pub fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Command {
+    use std::process::Stdio;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"));
+    c.args(args)
+        .env_clear()
+        .env("JSM_EMAIL", EMAIL)
+        .env("JSM_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}

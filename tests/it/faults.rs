@@ -26,7 +26,7 @@ use jsm_orgs::snapshot::{ExportOptions, ExportSummary, Format};
 use jsm_orgs::throttle::{Throttle, ThrottleConfig};
 use serde_json::{json, Value};
 
-use crate::common::{assert_no_duplicate_orgs, content_of, fast_retry, Content, EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, cli, content_of, fast_retry, Content, EMAIL, TOKEN};
 
 pub(crate) const DESKS: [&str; 2] = ["10001", "10002"];
 
@@ -580,8 +580,8 @@ async fn the_cli_summaries_count_every_429_of_a_storm() {
     let sb = sandbox(Some(&m.seed), SandboxConfig::default()).await;
     sb.set_faults(Faults { rate_limit: Some(40.0), ..Faults::default() });
     let run = |args: Vec<String>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"));
-        c.args(args).env_clear().env("JSM_EMAIL", EMAIL).env("JSM_API_TOKEN", TOKEN);
+        let mut c = cli(&args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         tokio::task::spawn_blocking(move || c.output().unwrap())
     };
     let report = tmp.path().join("r.jsonl");
@@ -815,13 +815,9 @@ async fn an_export_whose_reads_keep_failing_exits_3_and_leaves_nothing() {
     std::fs::create_dir(&parent).unwrap();
     let out = parent.join("nightly");
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"))
-            .args(["export", "--out", &s(&out), "--site", &sb.url(), "--max-retries", "1"])
-            .args(["--rate", "2000", "--concurrency", "2", "--quiet"])
-            .env_clear()
-            .env("JSM_EMAIL", EMAIL)
-            .env("JSM_API_TOKEN", TOKEN)
-            .stdin(std::process::Stdio::null())
+        let (out, site) = (s(&out), sb.url());
+        cli(&["export", "--out", &out, "--site", &site, "--max-retries", "1", "--rate", "2000", "--concurrency", "2"])
+            .arg("--quiet")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -873,16 +869,10 @@ async fn an_interrupted_export_exits_non_zero_and_leaves_nothing() {
     sb.reset_stats();
     let parent = tmp.path().join("backups");
     std::fs::create_dir(&parent).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"))
-        .args(["export", "--out", &s(&parent.join("nightly")), "--site", &sb.url(), "--rate", "2000", "--quiet"])
-        .env_clear()
-        .env("JSM_EMAIL", EMAIL)
-        .env("JSM_API_TOKEN", TOKEN)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        cli(&["export", "--out", &s(&parent.join("nightly")), "--site", &sb.url(), "--rate", "2000", "--quiet"])
+            .spawn()
+            .unwrap();
     let started = Instant::now();
     while sb.stats().reads < 20 {
         assert!(child.try_wait().unwrap().is_none(), "the export ended too early");
@@ -900,16 +890,8 @@ async fn an_interrupted_export_exits_non_zero_and_leaves_nothing() {
 
 /// The real binary importing the matrix into `site`, with a JSONL report.
 fn spawn_import(input: &Path, site: &str, report: &Path, extra: &[&str]) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"))
-        .args(["import", &s(input), "--site", site, "--report", &s(report)])
-        .args(["--rate", "2000", "--quiet"])
+    cli(&["import", &s(input), "--site", site, "--report", &s(report), "--rate", "2000", "--quiet"])
         .args(extra)
-        .env_clear()
-        .env("JSM_EMAIL", EMAIL)
-        .env("JSM_API_TOKEN", TOKEN)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn jsm-orgs")
 }

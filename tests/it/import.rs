@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{any, body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{assert_no_duplicate_orgs, content_of, Content, EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, cli, content_of, Content, EMAIL, TOKEN};
 
 const API: &str = "/rest/servicedeskapi";
 const DESKS: [&str; 2] = ["10001", "10002"];
@@ -410,15 +410,8 @@ fn crash_input(input: &Path) -> (Vec<String>, BTreeSet<(String, String)>) {
 
 /// The real binary importing `input` into `site`.
 fn spawn_import(input: &Path, site: &str, report: &Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"))
-        .args(["import", &s(input), "--site", site, "--report", &s(report)])
-        .args(["--rate", "2000", "--concurrency", "8", "--quiet"])
-        .env_clear()
-        .env("JSM_EMAIL", EMAIL)
-        .env("JSM_API_TOKEN", TOKEN)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    cli(&["import", &s(input), "--site", site, "--report", &s(report), "--rate", "2000", "--concurrency", "8"])
+        .arg("--quiet")
         .spawn()
         .expect("spawn jsm-orgs")
 }
@@ -619,14 +612,8 @@ async fn killed_while_a_write_hangs(report_name: &str) {
     }
     let file = write(tmp.path(), "members.csv", &text);
     let report = tmp.path().join(report_name);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jsm-orgs"))
-        .args(["import", &s(&file), "--site", &server.uri(), "--report", &s(&report), "--rate", "2000", "--quiet"])
-        .env_clear()
-        .env("JSM_EMAIL", EMAIL)
-        .env("JSM_API_TOKEN", TOKEN)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    let mut child = cli(&["import", &s(&file), "--site", &server.uri(), "--report", &s(&report), "--rate", "2000"])
+        .arg("--quiet")
         .spawn()
         .expect("spawn jsm-orgs");
     let started = Instant::now();
