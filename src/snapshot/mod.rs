@@ -6,8 +6,9 @@
 //! values, and every service desk's organization pages, all run concurrently
 //! through one `buffer_unordered` whose single consumer owns the progress bar
 //! and the collected data (no locks around results, nothing held across an
-//! await). Sequential chains (the next page of a list) jump the queue so that
-//! paging never waits behind the per-organization work it feeds.
+//! await). Follow-ups (the next page of a list, the values of listed
+//! property keys) jump the queue, so paging never waits behind the work it
+//! feeds and started organizations finish before new ones begin.
 //!
 //! It must not speak HTTP or pace requests itself: every read goes through
 //! the typed [`Client`], hence through the shared throttle, its retries and
@@ -421,7 +422,8 @@ struct Queue {
 }
 
 impl Queue {
-    /// A page of a list: goes before per-organization work.
+    /// A follow-up (a list's next page, a listed key's value): goes before
+    /// new per-organization work.
     fn chain(&mut self, job: Job) {
         self.outstanding += 1;
         self.chains.unbounded_send(job).expect("the job stream outlives the queue");
@@ -533,8 +535,11 @@ impl Reader {
                 keys.sort_unstable();
                 keys.dedup();
                 entry.pending += keys.len();
+                // Values finish an organization already started: they go
+                // ahead of new organizations' first reads, so organizations
+                // complete (and the progress bar moves) steadily.
                 for key in keys {
-                    q.work(Job::Property { org, key });
+                    q.chain(Job::Property { org, key });
                 }
                 self.org_done(org);
             }
