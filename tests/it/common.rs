@@ -86,3 +86,30 @@ pub fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Command {
         .stderr(Stdio::null());
     c
 }
+
+/// Options of an export of `site` into `out`, as the tests use them.
+pub fn export_options(
+    out: &std::path::Path,
+    format: jsm_orgs::snapshot::Format,
+    site: &str,
+) -> jsm_orgs::snapshot::ExportOptions {
+    jsm_orgs::snapshot::ExportOptions {
+        out: out.to_path_buf(),
+        format,
+        service_desks: Vec::new(),
+        overwrite: false,
+        site: site.to_string(),
+        progress: false,
+    }
+}
+
+/// The header and the rows of a CSV file, each row as header -> raw cell.
+pub fn csv_maps(path: &std::path::Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader
+        .records()
+        .map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(String::from)).collect())
+        .collect();
+    (header, rows)
+}

@@ -17,7 +17,7 @@ use jsm_orgs::model::{
     FORMAT_VERSION,
 };
 use jsm_orgs::sandbox::{Sandbox, SandboxConfig};
-use jsm_orgs::snapshot::{export, ExportError, ExportOptions, ExportSummary, Format};
+use jsm_orgs::snapshot::{export, ExportError, ExportSummary, Format};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -195,17 +195,6 @@ fn client_for(site: &str, rate: f64, concurrency: usize, retries: u32) -> Client
     .unwrap()
 }
 
-fn options(out: &Path, format: Format, site: &str) -> ExportOptions {
-    ExportOptions {
-        out: out.to_path_buf(),
-        format,
-        service_desks: Vec::new(),
-        overwrite: false,
-        site: site.to_string(),
-        progress: false,
-    }
-}
-
 // ----- reading a snapshot back ----------------------------------------------
 
 #[derive(Debug)]
@@ -222,23 +211,14 @@ fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Vec<T> {
 
 /// CSV rows as header -> cell maps, every cell unescaped when `unescape`.
 fn read_csv(path: &Path, columns: &[&str], unescape: bool) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let (header, mut rows) = common::csv_maps(path);
     assert_eq!(header, columns, "{}", path.display());
-    reader
-        .records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, c)| {
-                    let c = if unescape { unescape_formula(c) } else { c };
-                    (h.clone(), c.to_string())
-                })
-                .collect()
-        })
-        .collect()
+    if unescape {
+        for cell in rows.iter_mut().flat_map(|r| r.values_mut()) {
+            *cell = unescape_formula(cell).to_string();
+        }
+    }
+    rows
 }
 
 fn opt(row: &BTreeMap<String, String>, col: &str) -> Option<String> {
@@ -418,8 +398,9 @@ async fn snapshot_of_an_awkward_faulty_site_equals_its_seed_in_jsonl_and_csv() {
     let mut summaries = Vec::new();
     for (format, name) in [(Format::Jsonl, "snap-jsonl"), (Format::Csv, "snap-csv")] {
         let out = tmp.path().join(name);
-        let summary =
-            export(&client, &options(&out, format, &sb.url())).await.unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let summary = export(&client, &common::export_options(&out, format, &sb.url()))
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
         let snap = read_snapshot(&out);
         assert_eq!(snap.records.orgs, seed.orgs, "{format:?}");
         assert_eq!(snap.records.members, seed.members, "{format:?}");
@@ -473,8 +454,8 @@ async fn exports_are_deterministic_and_reseeding_round_trips() {
     for format in [Format::Jsonl, Format::Csv] {
         let a = tmp.path().join(format!("{format:?}-a"));
         let b = tmp.path().join(format!("{format:?}-b"));
-        export(&client, &options(&a, format, &sb.url())).await.unwrap();
-        export(&client, &options(&b, format, &sb.url())).await.unwrap();
+        export(&client, &common::export_options(&a, format, &sb.url())).await.unwrap();
+        export(&client, &common::export_options(&b, format, &sb.url())).await.unwrap();
         assert_eq!(data_files(&a), data_files(&b), "{format:?}");
         assert_eq!(data_files(&a).len(), 4);
         let strip = |dir: &Path| {
@@ -490,7 +471,7 @@ async fn exports_are_deterministic_and_reseeding_round_trips() {
         let again = sandbox_from(&a, SandboxConfig { page_cap: 7, ..SandboxConfig::default() }).await;
         let c = tmp.path().join(format!("{format:?}-c"));
         let client2 = client_for(&again.url(), 10_000.0, 16, 4);
-        export(&client2, &options(&c, format, &again.url())).await.unwrap();
+        export(&client2, &common::export_options(&c, format, &again.url())).await.unwrap();
         assert_eq!(data_files(&a), data_files(&c), "{format:?} round trip");
         assert_eq!(again.state(), sb.state(), "{format:?} round trip");
         again.shutdown().await;
@@ -555,7 +536,7 @@ async fn export_makes_the_minimal_number_of_requests() {
     .await;
     let client = client_for(&sb.url(), 10_000.0, 8, 0);
     let out = tmp.path().join("snap");
-    let summary = export(&client, &options(&out, Format::Jsonl, &sb.url())).await.unwrap();
+    let summary = export(&client, &common::export_options(&out, Format::Jsonl, &sb.url())).await.unwrap();
     assert_eq!(read_snapshot(&out).records, r);
 
     let member_pages: u64 = (1..=120u64).map(|id| pages(member_counts.get(&id).copied().unwrap_or(id % 4), 50)).sum();
@@ -590,7 +571,7 @@ async fn named_service_desks_limit_the_links() {
     let sb = sandbox_from(&tmp.path().join("seed"), SandboxConfig::default()).await;
     let client = common::client(&sb.url());
     let out = tmp.path().join("snap");
-    let mut opts = options(&out, Format::Jsonl, &sb.url());
+    let mut opts = common::export_options(&out, Format::Jsonl, &sb.url());
     opts.service_desks = vec!["10".into(), "2".into(), "10".into()];
     export(&client, &opts).await.unwrap();
     let snap = read_snapshot(&out);
@@ -617,12 +598,12 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     let sb = sandbox_from(&tmp.path().join("seed"), SandboxConfig::default()).await;
     let client = common::client(&sb.url());
     let out = tmp.path().join("snap");
-    export(&client, &options(&out, Format::Jsonl, &sb.url())).await.unwrap();
+    export(&client, &common::export_options(&out, Format::Jsonl, &sb.url())).await.unwrap();
     fs::write(out.join("stale.txt"), "from the old snapshot").unwrap();
 
     // Refused before a single request.
     sb.reset_stats();
-    let err = export(&client, &options(&out, Format::Csv, &sb.url())).await.unwrap_err();
+    let err = export(&client, &common::export_options(&out, Format::Csv, &sb.url())).await.unwrap_err();
     assert!(matches!(err, ExportError::OutExists(ref p) if p == &out), "{err}");
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("--overwrite"), "{err}");
@@ -630,7 +611,7 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     assert!(out.join("stale.txt").exists());
 
     // --overwrite swaps the new snapshot in and removes the old one.
-    let mut opts = options(&out, Format::Csv, &sb.url());
+    let mut opts = common::export_options(&out, Format::Csv, &sb.url());
     opts.overwrite = true;
     export(&client, &opts).await.unwrap();
     assert!(!out.join("stale.txt").exists());
@@ -642,7 +623,7 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     let mine = tmp.path().join("mine");
     fs::create_dir(&mine).unwrap();
     fs::write(mine.join("thesis.tex"), "precious").unwrap();
-    let mut opts = options(&mine, Format::Jsonl, &sb.url());
+    let mut opts = common::export_options(&mine, Format::Jsonl, &sb.url());
     opts.overwrite = true;
     let err = export(&client, &opts).await.unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
@@ -650,7 +631,7 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     // Nor a file.
     let file = tmp.path().join("file");
     fs::write(&file, "x").unwrap();
-    let err = export(&client, &options(&file, Format::Jsonl, &sb.url())).await.unwrap_err();
+    let err = export(&client, &common::export_options(&file, Format::Jsonl, &sb.url())).await.unwrap_err();
     assert!(matches!(err, ExportError::OutExists(_)));
     assert_eq!(entries(tmp.path()), ["file", "mine", "seed", "snap"]);
 }
@@ -669,7 +650,7 @@ async fn a_failed_export_leaves_nothing_behind() {
     sb.set_faults(jsm_orgs::sandbox::Faults { fail_rate: 1.0, ..Default::default() });
     let client = client_for(&sb.url(), 10_000.0, 8, 1);
     let out = parent.join("snap");
-    let err = export(&client, &options(&out, Format::Jsonl, &sb.url())).await.unwrap_err();
+    let err = export(&client, &common::export_options(&out, Format::Jsonl, &sb.url())).await.unwrap_err();
     match &err {
         ExportError::Api(e) => assert_eq!((e.status(), e.attempts), (Some(503), 2)),
         other => panic!("{other}"),
@@ -684,7 +665,7 @@ async fn a_failed_export_leaves_nothing_behind() {
         let out = out.clone();
         async move {
             let client = client_for(&url, 400.0, 4, 1);
-            export(&client, &options(&out, Format::Csv, &url)).await
+            export(&client, &common::export_options(&out, Format::Csv, &url)).await
         }
     });
     let member_reads = || sb.stats().by_route.get("GET /organization/{id}/user").copied().unwrap_or(0);
@@ -707,7 +688,7 @@ async fn a_failed_export_leaves_nothing_behind() {
         Duration::from_secs(5),
     );
     let started = std::time::Instant::now();
-    let err = export(&bad, &options(&out, Format::Jsonl, &sb.url())).await.unwrap_err();
+    let err = export(&bad, &common::export_options(&out, Format::Jsonl, &sb.url())).await.unwrap_err();
     match &err {
         ExportError::Api(e) => assert!(e.is_fatal() && e.attempts == 1, "{e:?}"),
         other => panic!("{other}"),
@@ -750,7 +731,7 @@ async fn concurrent_deletions_never_hide_a_surviving_organization() {
     let mut deleted = BTreeSet::new();
 
     let run = async {
-        let result = export(&client, &options(&out, Format::Jsonl, &sb.url())).await;
+        let result = export(&client, &common::export_options(&out, Format::Jsonl, &sb.url())).await;
         done.store(true, Ordering::SeqCst);
         result
     };
@@ -884,7 +865,9 @@ async fn pages_advance_by_values_received_when_the_server_caps_them() {
     mount_org_page(&server, "/servicedesk/7/organization", 2, &[6], true).await;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("snap");
-    let summary = export(&common::client(&server.uri()), &options(&out, Format::Jsonl, &server.uri())).await.unwrap();
+    let summary = export(&common::client(&server.uri()), &common::export_options(&out, Format::Jsonl, &server.uri()))
+        .await
+        .unwrap();
     assert_eq!(starts(&server, "/organization").await, [0, 2, 4]);
     assert_eq!(starts(&server, "/servicedesk/7/organization").await, [0, 2]);
     let snap = read_snapshot(&out).records;
@@ -950,7 +933,9 @@ async fn deletions_mid_export_are_detected_left_out_and_reported() {
 
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("snap");
-    let summary = export(&common::client(&server.uri()), &options(&out, Format::Csv, &server.uri())).await.unwrap();
+    let summary = export(&common::client(&server.uri()), &common::export_options(&out, Format::Csv, &server.uri()))
+        .await
+        .unwrap();
     assert_eq!(starts(&server, "/organization").await, [0, 2, 1, 3, 5, 7]);
     assert_eq!(summary.vanished_organizations, [1]);
     let text = summary.to_string();

@@ -22,11 +22,11 @@ use jsm_orgs::model::{DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord};
 use jsm_orgs::report::Summary;
 use jsm_orgs::sandbox::{Faults, RateLimitHint, Sandbox, SandboxConfig, SiteState};
 use jsm_orgs::settings::ImportOptions;
-use jsm_orgs::snapshot::{ExportOptions, ExportSummary, Format};
+use jsm_orgs::snapshot::{ExportSummary, Format};
 use jsm_orgs::throttle::{Throttle, ThrottleConfig};
 use serde_json::{json, Value};
 
-use crate::common::{assert_no_duplicate_orgs, cli, content_of, fast_retry, Content, EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, cli, content_of, export_options, fast_retry, Content, EMAIL, TOKEN};
 
 pub(crate) const DESKS: [&str; 2] = ["10001", "10002"];
 
@@ -92,17 +92,6 @@ pub(crate) fn import_options(input: &Path, report: &Path) -> ImportOptions {
         prune: false,
         strict: false,
         chunk_size: 50,
-        progress: false,
-    }
-}
-
-pub(crate) fn export_options(out: &Path, format: Format, site: &str) -> ExportOptions {
-    ExportOptions {
-        out: out.to_path_buf(),
-        format,
-        service_desks: Vec::new(),
-        overwrite: false,
-        site: site.to_string(),
         progress: false,
     }
 }

@@ -500,25 +500,16 @@ const FORMULA_NAMES: &[&str] = &[
 /// Cells that a spreadsheet would run (first char `=`, `+`, `-`, `@`, tab,
 /// CR) are never written bare; returns every cell unescaped, by column.
 fn escaped_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, c)| {
-                    assert!(
-                        !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
-                        "{}: column {h} holds a bare formula cell {c:?}",
-                        path.display()
-                    );
-                    (h.clone(), unescape_formula(c).to_string())
-                })
-                .collect()
-        })
-        .collect()
+    let (_, mut rows) = crate::common::csv_maps(path);
+    for (h, c) in rows.iter_mut().flat_map(|r| r.iter_mut()) {
+        assert!(
+            !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{}: column {h} holds a bare formula cell {c:?}",
+            path.display()
+        );
+        *c = unescape_formula(c).to_string();
+    }
+    rows
 }
 
 /// A CSV of formula-like names imported by the real binary: the site holds
