@@ -1,74 +1,176 @@
-//! Command-line syntax (clap derive) and nothing else.
+//! Command-line syntax (clap derive) and the help texts, nothing else.
 //!
-//! Owns flag names, help texts and the environment variables that feed flags.
-//! It must not validate combinations or read secrets: `settings` turns this
-//! into a checked `Settings`, so code below the CLI never sees clap types.
-//! Secrets (`JSM_API_TOKEN`, `JSM_BEARER_TOKEN`) are deliberately not clap
-//! `env` fields, so their values can never show up in `--help` or errors.
+//! Owns flag names, help texts (examples, exit codes, input columns, the
+//! environment variables each flag reads) and nothing that checks values:
+//! `settings` turns this into a checked `Settings`, so code below the CLI never
+//! sees clap types. Secrets (`JSM_API_TOKEN`, `JSM_BEARER_TOKEN`) are
+//! deliberately not clap `env` fields, so their values can never show up in
+//! `--help` or errors.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The exit codes, shared by every command's `--help`.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  every row succeeded or was already in place; export complete
+  1  the run finished but some rows failed (see the report)
+  2  bad usage or unreadable input: nothing was sent
+  3  aborted: bad credentials or permission, site unreachable, local I/O error, or
+     interrupted (Ctrl-C, SIGTERM, SIGHUP: the report is still written)"
+    };
+}
+
+/// Credentials and the environment, shared by the commands that talk to a site.
+macro_rules! environment {
+    () => {
+        "Environment:
+  JSM_SITE          the site, as --site
+  JSM_EMAIL         Basic auth: the account's email, with JSM_API_TOKEN or --token-file
+  JSM_API_TOKEN     Basic auth: a Cloud API token
+  JSM_BEARER_TOKEN  Bearer auth: an OAuth 2.0 access token or a Data Center personal access token
+  JSM_RATE          as --rate;  JSM_CONCURRENCY  as --concurrency
+Secrets come only from the environment or --token-file: never from the command line, and
+never printed, logged or written to a report."
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "jsm-orgs",
     version,
     about = "Bulk import and export of Jira Service Management customer organizations",
-    after_help = "Credentials come from JSM_EMAIL + JSM_API_TOKEN (Basic), JSM_BEARER_TOKEN (OAuth / Data Center PAT) \
-                  or --token-file; never from the command line."
+    long_about = "Bulk import and export of Jira Service Management customer organizations: the \
+                  organizations, their members (customers), their entity properties and their links to \
+                  service desks, through the JSM REST API.",
+    after_help = concat!(
+        "Examples:
+  jsm-orgs demo                                      # try it against the built-in sandbox
+  jsm-orgs export --out backups/2026-12-06           # nightly backup
+  jsm-orgs import customers/ --dry-run --report plan.csv
+  jsm-orgs import crm.csv --create-customers         # members by email, from a CRM export
+  jsm-orgs completions bash > ~/.local/share/bash-completion/completions/jsm-orgs
+
+`jsm-orgs help COMMAND` shows a command's flags, input columns and examples.
+
+",
+        exit_codes!(),
+        "\n\n",
+        environment!()
+    ),
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// No progress bars; warnings and errors only.
-    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    /// Warnings and errors only; no progress display.
+    #[arg(long, short, global = true, conflicts_with = "verbose", help_heading = "Global options")]
     pub quiet: bool,
 
-    /// More log output (repeat for trace).
-    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    /// More log output (-v debug, -vv trace). Never shows secrets.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a complete, deterministic snapshot of the site's organizations.
+    #[command(after_help = concat!(
+        "Examples:
+  jsm-orgs export --out backups/$(date +%F)                  # JSONL snapshot
+  jsm-orgs export --out backups/$(date +%F)-csv --format csv
+  jsm-orgs export --out snap --service-desk 10001,10002 --overwrite
+
+A snapshot is a directory: organizations, members, properties, service_desks (.jsonl or
+.csv) and manifest.json (row counts and sha256 of every file). It is written to a temporary
+directory beside --out and renamed into place only when complete.
+
+",
+        exit_codes!(),
+        "\n\n",
+        environment!()
+    ))]
     Export(ExportArgs),
     /// Make the site match the input files (organizations, members, properties, desk links).
+    #[command(after_help = concat!(
+        "Examples:
+  jsm-orgs import customers/ --dry-run --report plan.csv    # read-only: what would change
+  jsm-orgs import customers/ --report result.csv            # apply
+  jsm-orgs import crm.csv --create-customers                # members by email
+  jsm-orgs import backups/2026-11-28                        # restore a snapshot
+
+Input (CSV with a header row, or JSONL); a row's kind comes from its columns:
+  organizations   name                                      action: upsert | delete
+  members         organization, account_id or email         action: add | remove
+                  (+ display_name)
+  properties      organization, key, value (JSON)           action: set | delete
+  service_desks   organization, service_desk_id             action: link | unlink
+`organization_id` may replace `organization`. The first action is the default.
+
+Report: one row per input row, in input order (CSV, or JSONL when FILE ends in .jsonl),
+columns source,kind,action,organization,organization_id,target,outcome,http_status,attempts,
+message. Without --report it is jsm-orgs-report-<UTC time>.csv in the current directory.
+An existing report file is replaced. Finished rows are appended to FILE.partial while the
+run goes, so a killed run keeps them.
+
+",
+        exit_codes!(),
+        "\n\n",
+        environment!()
+    ))]
     Import(ImportArgs),
     /// Run the local sandbox site (the embedded default) until Ctrl-C.
+    #[command(after_help = "Examples:
+  jsm-orgs sandbox                                            # empty site on 127.0.0.1:8080
+  jsm-orgs sandbox --seed backups/2026-11-28 --service-desks 10001,10002
+  jsm-orgs sandbox --latency-ms 150 --rate-limit 100 --fail-rate 0.02
+
+It prints its URL and the credentials it accepts.")]
     Sandbox(SandboxArgs),
     /// Import the bundled samples into an in-process sandbox, then export it.
     Demo(DemoArgs),
+    /// Print a shell completion script (or `man` for the man page) on stdout.
+    #[command(after_help = "Examples:
+  jsm-orgs completions bash > ~/.local/share/bash-completion/completions/jsm-orgs
+  jsm-orgs completions zsh > \"${fpath[1]}/_jsm-orgs\"
+  jsm-orgs completions fish > ~/.config/fish/completions/jsm-orgs.fish
+  jsm-orgs completions man > /usr/local/share/man/man1/jsm-orgs.1")]
+    Completions(CompletionsArgs),
 }
 
 /// Connection options shared by `export` and `import`.
 #[derive(Debug, Args, Clone)]
 pub struct ConnArgs {
-    /// Site base URL (https://acme.atlassian.net, https://api.atlassian.com/ex/jira/{cloudId}, or a Data Center base).
-    #[arg(long, env = "JSM_SITE")]
+    /// Site base URL: https://acme.atlassian.net, https://api.atlassian.com/ex/jira/{cloudId}
+    /// (scoped tokens, OAuth), or a Data Center base.
+    #[arg(long, env = "JSM_SITE", help_heading = "Site")]
     pub site: Option<String>,
 
     /// Read the API token (with JSM_EMAIL) or bearer token (without) from this file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Site")]
     pub token_file: Option<PathBuf>,
 
     /// Ceiling on requests per second, shared by all workers.
-    #[arg(long, env = "JSM_RATE", default_value_t = 20.0)]
+    #[arg(long, env = "JSM_RATE", default_value_t = 20.0, help_heading = "Pacing")]
     pub rate: f64,
 
-    /// Ceiling on requests in flight.
-    #[arg(long, env = "JSM_CONCURRENCY", default_value_t = 8)]
+    /// Ceiling on requests in flight (1..=256).
+    #[arg(long, env = "JSM_CONCURRENCY", default_value_t = 8, help_heading = "Pacing")]
     pub concurrency: usize,
 
     /// Retries of one call on 429, 5xx, timeouts and connection errors.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, help_heading = "Pacing")]
     pub max_retries: u32,
 
     /// Per-request timeout in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = "Pacing")]
     pub timeout: f64,
+
+    /// Print one JSON summary object on stdout (human summary stays on stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,11 +189,11 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
     pub format: FormatArg,
 
-    /// Export only the links of these service desks (repeatable; default: every desk).
-    #[arg(long = "service-desk", value_name = "ID")]
+    /// Export only the links of these service desks (repeatable or comma-separated; default: every desk).
+    #[arg(long = "service-desk", value_name = "ID", value_delimiter = ',')]
     pub service_desks: Vec<String>,
 
-    /// Replace an existing --out directory.
+    /// Replace an existing --out directory (only a snapshot or an empty directory).
     #[arg(long)]
     pub overwrite: bool,
 
@@ -109,7 +211,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Report file (CSV, or JSONL when it ends in .jsonl).
+    /// Report file (CSV, or JSONL when it ends in .jsonl); replaced if it exists.
+    /// [default: jsm-orgs-report-<UTC time>.csv in the current directory]
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
@@ -139,8 +242,8 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "DIR")]
     pub seed: Option<PathBuf>,
 
-    /// Service desk ids the site knows besides those in the seed.
-    #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+    /// Service desk ids the site knows besides those in the seed (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
     pub service_desks: Vec<String>,
 
     /// Added latency per request, in milliseconds.
@@ -162,7 +265,25 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where to write the report and snapshot (default: a new temporary directory).
+    /// Where to write the report and snapshot (default: a temporary directory, removed at the end).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+    /// The roff man page.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell (or `man`).
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
 }

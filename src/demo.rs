@@ -6,6 +6,7 @@
 //! directory. It only wires together `sandbox`, `import` and `snapshot`; it
 //! adds no behaviour of its own that the real commands lack.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::{Auth, Client, ClientConfig};
+use crate::cmd::import::finish;
+use crate::error::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxCredentials};
 use crate::settings::ImportOptions;
 use crate::snapshot::{ExportOptions, Format};
@@ -29,13 +32,20 @@ pub const SAMPLES: [(&str, &str); 4] = [
 /// The service desks the samples link organizations to.
 pub const SAMPLE_DESKS: [&str; 2] = ["10001", "10002"];
 
-/// Run the demo; returns the exit code.
-pub async fn run(dir: Option<PathBuf>, progress: bool) -> u8 {
-    match demo(dir, progress).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            crate::EXIT_ABORTED
+/// Run the demo. Without `dir` its files go to a temporary directory that is
+/// removed at the end; with `dir` they are kept there.
+pub async fn run(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<Exit> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            demo(&d, true, progress).await
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("jsm-orgs-demo-").tempdir()?;
+            let exit = demo(tmp.path(), false, progress).await;
+            let path = tmp.path().to_path_buf();
+            tmp.close().with_context(|| format!("cannot remove {}", path.display()))?;
+            exit
         }
     }
 }
@@ -49,14 +59,7 @@ pub fn write_samples(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn demo(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<u8> {
-    let base = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-            d
-        }
-        None => tempfile::Builder::new().prefix("jsm-orgs-demo-").tempdir()?.keep(),
-    };
+async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
     let samples = base.join("samples");
     write_samples(&samples).with_context(|| format!("cannot write samples to {}", samples.display()))?;
 
@@ -88,16 +91,16 @@ async fn demo(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<u8> {
         report: base.join("report.csv"),
         prune: false,
         strict: false,
-        chunk_size: 50,
+        chunk_size: NonZeroUsize::new(crate::settings::MAX_CHUNK_SIZE).expect("non-zero"),
         progress,
     };
     eprintln!("\n== import {}", samples.display());
-    let first = crate::import_exit(crate::import::import(&client, &opts).await);
+    let first = outcome(finish(crate::import::import(&client, &opts).await, false));
 
     eprintln!("\n== import again (a re-run must change nothing)");
     let writes_before = sandbox.stats().writes;
     let rerun_opts = ImportOptions { report: base.join("report-rerun.csv"), ..opts.clone() };
-    let second = crate::import_exit(crate::import::import(&client, &rerun_opts).await);
+    let second = outcome(finish(crate::import::import(&client, &rerun_opts).await, false));
     let rerun_writes = sandbox.stats().writes - writes_before;
     eprintln!("  writes made by the re-run: {rerun_writes}");
 
@@ -119,29 +122,58 @@ async fn demo(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<u8> {
     let export = match export {
         Ok(s) => {
             eprint!("{s}");
-            crate::EXIT_OK
+            Exit::Ok
         }
         Err(e) => {
             eprintln!("error: {e}");
-            e.exit_code()
+            e.exit()
         }
     };
 
-    eprintln!("\nfiles:");
-    eprintln!("  samples   {}", samples.display());
-    eprintln!("  report    {}", opts.report.display());
-    eprintln!("  re-run    {}", rerun_opts.report.display());
-    eprintln!("  snapshot  {}", out.display());
-    eprintln!(
-        "\nnext: `jsm-orgs sandbox --seed {}` serves that snapshot; point `import`/`export` at it with \
-         --site http://127.0.0.1:8080 and JSM_EMAIL={} JSM_API_TOKEN=<the sandbox token it prints>",
-        out.display(),
-        creds.email
-    );
-    let code = [first, second, export].into_iter().max().unwrap_or(0);
-    if rerun_writes > 0 && code == crate::EXIT_OK {
-        eprintln!("error: the re-run made {rerun_writes} writes; it should make none");
-        return Ok(crate::EXIT_ROWS_FAILED);
+    if keep {
+        eprintln!("\nfiles:");
+        eprintln!("  samples   {}", samples.display());
+        eprintln!("  report    {}", opts.report.display());
+        eprintln!("  re-run    {}", rerun_opts.report.display());
+        eprintln!("  snapshot  {}", out.display());
+        eprintln!(
+            "\nnext: `{} sandbox --seed {}` serves that snapshot; point `import`/`export` at it with \
+             --site http://127.0.0.1:8080 and JSM_EMAIL={} JSM_API_TOKEN=<the sandbox token it prints>",
+            this_program(),
+            out.display(),
+            creds.email
+        );
+    } else {
+        eprintln!(
+            "\nThe demo's files were in a temporary directory, now removed; `{} demo --dir DIR` keeps them.",
+            this_program()
+        );
     }
-    Ok(code)
+    let exit = [first, second, export].into_iter().max().unwrap_or(Exit::Ok);
+    if rerun_writes > 0 && exit == Exit::Ok {
+        eprintln!("error: the re-run made {rerun_writes} writes; it should make none");
+        return Ok(Exit::Failed);
+    }
+    Ok(exit)
+}
+
+/// An import's exit, its error (if any) already printed.
+fn outcome(r: Result<Exit, crate::Error>) -> Exit {
+    r.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        e.exit()
+    })
+}
+
+/// How to run this very binary again: `jsm-orgs` when it is installed on the
+/// PATH, else its path (after `cargo run`, `target/debug/jsm-orgs`).
+fn this_program() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "jsm-orgs".into() };
+    let on_path =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("jsm-orgs") == exe)).unwrap_or(false);
+    if on_path {
+        return "jsm-orgs".into();
+    }
+    let shown = std::env::current_dir().ok().and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    shown.unwrap_or(exe).display().to_string()
 }

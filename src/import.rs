@@ -46,15 +46,6 @@ pub enum ImportError {
     Aborted { message: String, summary: Box<Summary> },
 }
 
-impl ImportError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ImportError::Input(_) | ImportError::Strict(..) => 2,
-            ImportError::Io { .. } | ImportError::Aborted { .. } => 3,
-        }
-    }
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     move |source| ImportError::Io { path: path.to_path_buf(), source }
 }
@@ -311,7 +302,7 @@ fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) ->
         return Ok(());
     }
     let note: Arc<str> = format!("not sent: --strict found {invalid} invalid rows").into();
-    write_report(&opts.report, format, input, |row| match row {
+    write_report(&opts.report, format, input, &mut Summary::default(), |row| match row {
         Ok(row) => (
             plain_row(row, None),
             RowOutcome { outcome: Outcome::Planned, http_status: None, attempts: 0, message: Some(note.clone()) },
@@ -402,12 +393,10 @@ fn abort_before_rows(
     let message = abort_message(e);
     let note: Arc<str> = format!("not sent: {message}").into();
     let mut summary = std::mem::take(&mut run.summary);
-    write_report(&run.opts.report, ReportFormat::for_path(&run.opts.report), input, |row| match row {
+    write_report(&run.opts.report, ReportFormat::for_path(&run.opts.report), input, &mut summary, |row| match row {
         Ok(row) => (plain_row(row, None), RowOutcome::failed(note.clone())),
         Err(inv) => (invalid_row(inv), RowOutcome::failed(inv.message.clone())),
-    })?
-    .into_iter()
-    .for_each(|o| summary.count(o));
+    })?;
     let _ = std::fs::remove_file(&run.partial_path);
     summary.elapsed = started.elapsed();
     summary.counters = Default::default();
@@ -453,7 +442,7 @@ fn write_final(
     partial.finish().map_err(io_err(&partial_path))?;
     let format = ReportFormat::for_path(&opts.report);
     let mut idx = 0usize;
-    let counts = write_report(&opts.report, format, input, |row| {
+    write_report(&opts.report, format, input, &mut summary, |row| {
         let outcome = outcomes
             .get(idx)
             .cloned()
@@ -465,9 +454,6 @@ fn write_final(
             Err(inv) => (invalid_row(inv), outcome),
         }
     })?;
-    for o in counts {
-        summary.count(o);
-    }
     std::fs::remove_file(&partial_path).map_err(io_err(&partial_path))?;
     summary.counters = counters;
     summary.elapsed = started.elapsed();
@@ -514,13 +500,14 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
 }
 
 /// Write a whole report atomically (temp file beside it, then rename),
-/// one row per input row in input order. Returns every row's outcome kind.
+/// one row per input row in input order, counting each into `summary`.
 fn write_report(
     path: &Path,
     format: ReportFormat,
     input: &InputSet,
+    summary: &mut Summary,
     mut row_for: impl FnMut(&Result<crate::input::Row, InvalidRow>) -> (ReportRow, RowOutcome),
-) -> Result<Vec<Outcome>, ImportError> {
+) -> Result<(), ImportError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -528,7 +515,6 @@ fn write_report(
     let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
     let tmp_path = tmp.path().to_path_buf();
     let mut w = ReportWriter::create(&tmp_path, format).map_err(io_err(&tmp_path))?;
-    let mut outcomes = Vec::new();
     for r in input.rows() {
         let r = r?;
         let (mut row, o) = row_for(&r);
@@ -537,9 +523,9 @@ fn write_report(
         row.attempts = o.attempts;
         row.message = o.message.as_deref().unwrap_or("").to_string();
         w.write(&row).map_err(io_err(&tmp_path))?;
-        outcomes.push(o.outcome);
+        summary.tally(&row);
     }
     w.finish().map_err(io_err(&tmp_path))?;
     tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
-    Ok(outcomes)
+    Ok(())
 }

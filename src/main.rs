@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { jsm_orgs::EXIT_USAGE } else { jsm_orgs::EXIT_OK };
+            let code = if e.use_stderr() { jsm_orgs::Exit::Usage } else { jsm_orgs::Exit::Ok }.code();
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(jsm_orgs::EXIT_ABORTED);
+            return ExitCode::from(jsm_orgs::Exit::Aborted.code());
         }
     };
     let env = jsm_orgs::Env::from_process();

@@ -12,6 +12,7 @@
 //! membership, so a 1M-row members file stays far below the row text's size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -470,10 +471,10 @@ pub fn plan(
     d: &mut Desired,
     live: &Live,
     prune: bool,
-    chunk_size: usize,
+    chunk_size: NonZeroUsize,
     sink: &mut dyn FnMut(&Desired, Settled),
 ) -> Plan {
-    let chunk_size = chunk_size.max(1);
+    let chunk_size = chunk_size.get();
     let mut p = Plan::default();
     let prune_members = prune && d.kinds.contains(&Kind::Members);
     let prune_props = prune && d.kinds.contains(&Kind::Properties);
@@ -731,7 +732,7 @@ mod tests {
 
     fn run_plan(d: &mut Desired, live: &Live, prune: bool, chunk: usize) -> (Plan, Vec<Settled>) {
         let mut settled = Vec::new();
-        let p = plan(d, live, prune, chunk, &mut |_, s| settled.push(s));
+        let p = plan(d, live, prune, NonZeroUsize::new(chunk).unwrap(), &mut |_, s| settled.push(s));
         settled.sort_by_key(|s| s.row);
         (p, settled)
     }

@@ -230,10 +230,19 @@ pub fn partial_path(report: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Failed rows the summary lists by `file:line`; the rest are in the report.
+pub const LISTED_FAILURES: usize = 20;
+
 /// Counts for the summary printed at the end of an import.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub outcomes: BTreeMap<Outcome, u64>,
+    /// Outcomes by row kind (`organizations`, `members`, ...).
+    pub by_kind: BTreeMap<String, BTreeMap<Outcome, u64>>,
+    /// Planned rows by kind and action (what a dry run would do).
+    pub planned: BTreeMap<(String, String), u64>,
+    /// The first [`LISTED_FAILURES`] failed rows: (`file:line`, message).
+    pub failures: Vec<(String, String)>,
     pub rows: u64,
     pub pruned_members: u64,
     pub pruned_properties: u64,
@@ -249,49 +258,167 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Count one outcome (a row whose kind and source are not known).
     pub fn count(&mut self, outcome: Outcome) {
         *self.outcomes.entry(outcome).or_default() += 1;
         self.rows += 1;
     }
+
+    /// Count one finished report row.
+    pub fn tally(&mut self, row: &ReportRow) {
+        self.count(row.outcome);
+        if !row.kind.is_empty() {
+            *self.by_kind.entry(row.kind.clone()).or_default().entry(row.outcome).or_default() += 1;
+        }
+        match row.outcome {
+            Outcome::Planned => *self.planned.entry((row.kind.clone(), row.action.clone())).or_default() += 1,
+            Outcome::Failed if self.failures.len() < LISTED_FAILURES => {
+                self.failures.push((row.source.clone(), row.message.clone()))
+            }
+            _ => {}
+        }
+    }
+
     pub fn failed(&self) -> u64 {
         self.outcomes.get(&Outcome::Failed).copied().unwrap_or(0)
     }
+
     /// Anything left undone: failed rows or failed `--prune` removals.
     pub fn incomplete(&self) -> bool {
         self.failed() > 0 || self.prune_failures > 0
     }
+
+    /// The `--json` summary: counts by outcome and kind, requests, 429s,
+    /// retries, elapsed, exit code, report path.
+    pub fn to_json(&self, exit: crate::error::Exit, error: Option<&str>) -> serde_json::Value {
+        let counts = |m: &BTreeMap<Outcome, u64>| -> serde_json::Map<String, serde_json::Value> {
+            m.iter().map(|(o, n)| (o.as_str().to_string(), (*n).into())).collect()
+        };
+        let by_kind: serde_json::Map<String, serde_json::Value> =
+            self.by_kind.iter().map(|(k, m)| (k.clone(), counts(m).into())).collect();
+        let planned: Vec<serde_json::Value> = self
+            .planned
+            .iter()
+            .map(|((kind, action), n)| serde_json::json!({"kind": kind, "action": action, "rows": n}))
+            .collect();
+        let failures: Vec<serde_json::Value> =
+            self.failures.iter().map(|(s, m)| serde_json::json!({"source": s, "message": m})).collect();
+        serde_json::json!({
+            "command": "import",
+            "dry_run": self.dry_run,
+            "exit_code": exit.code(),
+            "rows": self.rows,
+            "outcomes": counts(&self.outcomes),
+            "by_kind": by_kind,
+            "planned": planned,
+            "pruned": {
+                "members": self.pruned_members,
+                "properties": self.pruned_properties,
+                "service_desk_links": self.pruned_links,
+                "failed": self.prune_failures,
+            },
+            "requests": self.counters.requests,
+            "retries": self.counters.retries,
+            "rate_limited": self.counters.rate_limited,
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "report": self.report,
+            "failed_rows": failures,
+            "warnings": self.warnings,
+            "aborted": self.aborted,
+            "error": error,
+        })
+    }
+}
+
+/// The traffic line every command's summary ends with, worded the same way:
+/// `N requests (R/s), N retries, N rate limited (429), elapsed S s`.
+pub fn traffic(requests: u64, retries: u64, rate_limited: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    format!(
+        "{} ({:.1}/s), {}, {} rate limited (429), elapsed {:.2}s",
+        plural(requests, "request", "requests"),
+        if secs > 0.0 { requests as f64 / secs } else { 0.0 },
+        plural(retries, "retry", "retries"),
+        rate_limited,
+        secs
+    )
+}
+
+/// `n thing` / `n things`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What a planned row of `kind` with `action` would do, as a verb phrase.
+fn planned_phrase(kind: &str, action: &str, n: u64) -> String {
+    let (verb, one, many) = match (kind, action) {
+        ("organizations", "delete") => ("delete", "organization", "organizations"),
+        ("organizations", _) => ("create", "organization", "organizations"),
+        ("members", "remove") => ("remove", "member", "members"),
+        ("members", _) => ("add", "member", "members"),
+        ("properties", "delete") => ("delete", "property", "properties"),
+        ("properties", _) => ("set", "property", "properties"),
+        ("service_desks", "unlink") => ("unlink", "desk link", "desk links"),
+        ("service_desks", _) => ("link", "desk link", "desk links"),
+        (_, a) => return format!("{a} {}", plural(n, "row", "rows")),
+    };
+    format!("{verb} {}", plural(n, one, many))
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let title = if self.dry_run { "import (dry run)" } else { "import" };
-        writeln!(f, "{title}: {} rows", self.rows)?;
+        let title = match (&self.aborted, self.dry_run) {
+            (Some(_), _) => "import ABORTED",
+            (None, true) => "import (dry run)",
+            (None, false) => "import",
+        };
+        writeln!(f, "{title}: {}", plural(self.rows, "row", "rows"))?;
         for o in Outcome::ALL {
-            if let Some(n) = self.outcomes.get(&o) {
-                writeln!(f, "  {:<10} {n}", o.as_str())?;
-            }
+            let Some(n) = self.outcomes.get(&o) else { continue };
+            let kinds: Vec<String> =
+                self.by_kind.iter().filter_map(|(k, m)| m.get(&o).map(|n| format!("{k} {n}"))).collect();
+            let detail = if kinds.len() > 1 { format!("  ({})", kinds.join(", ")) } else { String::new() };
+            writeln!(f, "  {:<10} {n}{detail}", o.as_str())?;
         }
-        if self.pruned_members + self.pruned_properties + self.pruned_links > 0 {
+        if !self.planned.is_empty() {
+            let phrases: Vec<String> =
+                self.planned.iter().map(|((kind, action), n)| planned_phrase(kind, action, *n)).collect();
+            writeln!(f, "  would      {}", phrases.join(", "))?;
+        }
+        let pruned = self.pruned_members + self.pruned_properties + self.pruned_links;
+        if pruned > 0 {
             writeln!(
                 f,
-                "  pruned     {} members, {} properties, {} desk links",
-                self.pruned_members, self.pruned_properties, self.pruned_links
+                "  {:<10} {}, {}, {}",
+                if self.dry_run { "would prune" } else { "pruned" },
+                plural(self.pruned_members, "member", "members"),
+                plural(self.pruned_properties, "property", "properties"),
+                plural(self.pruned_links, "desk link", "desk links")
             )?;
         }
         if self.prune_failures > 0 {
-            writeln!(f, "  prune      {} removals FAILED (see the log above)", self.prune_failures)?;
+            writeln!(
+                f,
+                "  prune      {} FAILED (see the log above)",
+                plural(self.prune_failures, "removal", "removals")
+            )?;
         }
-        let secs = self.elapsed.as_secs_f64();
         let c = &self.counters;
-        writeln!(
-            f,
-            "  requests {} ({:.1}/s), retries {}, 429s {}, elapsed {:.2}s",
-            c.requests,
-            if secs > 0.0 { c.requests as f64 / secs } else { 0.0 },
-            c.retries,
-            c.rate_limited,
-            secs
-        )?;
+        writeln!(f, "  {}", traffic(c.requests, c.retries, c.rate_limited, self.elapsed))?;
+        if !self.failures.is_empty() {
+            let more = self.failed().saturating_sub(self.failures.len() as u64);
+            writeln!(
+                f,
+                "  failed rows{}:",
+                if more > 0 { format!(" (first {})", self.failures.len()) } else { String::new() }
+            )?;
+            for (source, message) in &self.failures {
+                writeln!(f, "    {source}: {message}")?;
+            }
+            if more > 0 {
+                writeln!(f, "    … and {} more in the report", plural(more, "row", "rows"))?;
+            }
+        }
         if let Some(p) = &self.report {
             writeln!(f, "  report: {}", p.display())?;
         }

@@ -7,14 +7,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
 
 use crate::api::client::check_site;
 use crate::api::{Auth, ClientConfig};
-use crate::cli::{Cli, Command, ConnArgs, FormatArg};
+use crate::cli::{Cli, Command, CompletionShell, ConnArgs, FormatArg};
 use crate::sandbox::{SandboxConfig, SandboxCredentials};
 use crate::snapshot::{ExportOptions, Format};
 use crate::throttle::{RetryPolicy, ThrottleConfig};
@@ -59,6 +60,32 @@ pub struct Connection {
     pub site_display: String,
 }
 
+/// A request rate in requests per second: finite, at least
+/// [`Rate::MIN`] and at most [`Rate::MAX`] (checked once, here).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Rate(f64);
+
+impl Rate {
+    /// Slower than one request every 10 s would make any real job hang.
+    pub const MIN: f64 = 0.1;
+    pub const MAX: f64 = 100_000.0;
+
+    pub fn new(flag: &str, value: f64) -> Result<Rate, UsageError> {
+        if value.is_finite() && (Rate::MIN..=Rate::MAX).contains(&value) {
+            Ok(Rate(value))
+        } else {
+            usage(format!("{flag} must be between {} and {} requests per second, got {value}", Rate::MIN, Rate::MAX))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// Account ids per add/remove-members call: 1..=50 (JSM's limit).
+pub const MAX_CHUNK_SIZE: usize = 50;
+
 /// Options of `import`.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -67,8 +94,16 @@ pub struct ImportOptions {
     pub report: PathBuf,
     pub prune: bool,
     pub strict: bool,
-    pub chunk_size: usize,
+    /// 1..=[`MAX_CHUNK_SIZE`].
+    pub chunk_size: NonZeroUsize,
     pub progress: bool,
+}
+
+/// What `completions` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionTarget {
+    Shell(clap_complete::Shell),
+    Man,
 }
 
 #[derive(Debug)]
@@ -77,6 +112,7 @@ pub enum Task {
     Import { conn: Connection, opts: ImportOptions },
     Sandbox(SandboxConfig),
     Demo { dir: Option<PathBuf>, progress: bool },
+    Completions(CompletionTarget),
 }
 
 #[derive(Debug)]
@@ -85,6 +121,8 @@ pub struct Settings {
     /// 0 = warnings, 1 = info (default), 2 = debug, 3+ = trace.
     pub verbosity: u8,
     pub quiet: bool,
+    /// One JSON summary object on stdout (`--json`).
+    pub json: bool,
 }
 
 impl Settings {
@@ -92,8 +130,10 @@ impl Settings {
     pub fn from_cli(cli: Cli, env: &Env, progress_tty: bool) -> Result<Settings, UsageError> {
         let progress = progress_tty && !cli.quiet;
         let verbosity = if cli.quiet { 0 } else { 1 + cli.verbose };
+        let mut json = false;
         let task = match cli.command {
             Command::Export(a) => {
+                json = a.conn.json;
                 let conn = connection(&a.conn, env)?;
                 if a.service_desks.iter().any(|d| d.trim().is_empty()) {
                     return usage("--service-desk needs a service desk id");
@@ -112,10 +152,12 @@ impl Settings {
                 Task::Export { conn, opts }
             }
             Command::Import(a) => {
+                json = a.conn.json;
                 let conn = connection(&a.conn, env)?;
-                if !(1..=50).contains(&a.chunk_size) {
-                    return usage(format!("--chunk-size must be 1..=50, got {}", a.chunk_size));
-                }
+                let chunk_size =
+                    NonZeroUsize::new(a.chunk_size).filter(|n| n.get() <= MAX_CHUNK_SIZE).ok_or_else(|| {
+                        UsageError(format!("--chunk-size must be 1..={MAX_CHUNK_SIZE}, got {}", a.chunk_size))
+                    })?;
                 let report = a.report.unwrap_or_else(default_report_path);
                 Task::Import {
                     conn,
@@ -125,7 +167,7 @@ impl Settings {
                         report,
                         prune: a.prune,
                         strict: a.strict,
-                        chunk_size: a.chunk_size,
+                        chunk_size,
                         progress,
                     },
                 }
@@ -160,8 +202,16 @@ impl Settings {
                 })
             }
             Command::Demo(a) => Task::Demo { dir: a.dir, progress },
+            Command::Completions(a) => Task::Completions(match a.shell {
+                CompletionShell::Bash => CompletionTarget::Shell(clap_complete::Shell::Bash),
+                CompletionShell::Zsh => CompletionTarget::Shell(clap_complete::Shell::Zsh),
+                CompletionShell::Fish => CompletionTarget::Shell(clap_complete::Shell::Fish),
+                CompletionShell::Powershell => CompletionTarget::Shell(clap_complete::Shell::PowerShell),
+                CompletionShell::Elvish => CompletionTarget::Shell(clap_complete::Shell::Elvish),
+                CompletionShell::Man => CompletionTarget::Man,
+            }),
         };
-        Ok(Settings { task, verbosity, quiet: cli.quiet })
+        Ok(Settings { task, verbosity, quiet: cli.quiet, json })
     }
 }
 
@@ -190,17 +240,16 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
         let p = stripped.to_string();
         url.set_path(&p);
     }
-    if !(a.rate.is_finite() && a.rate > 0.0) {
-        return usage(format!("--rate must be a positive number, got {}", a.rate));
-    }
-    if !(1..=256).contains(&a.concurrency) {
-        return usage(format!("--concurrency must be 1..=256, got {}", a.concurrency));
-    }
+    check_not_a_page(&url)?;
+    let rate = Rate::new("--rate", a.rate)?;
+    let concurrency = NonZeroUsize::new(a.concurrency)
+        .filter(|n| n.get() <= MAX_CONCURRENCY)
+        .ok_or_else(|| UsageError(format!("--concurrency must be 1..={MAX_CONCURRENCY}, got {}", a.concurrency)))?;
     if a.max_retries > 100 {
-        return usage("--max-retries must be at most 100");
+        return usage(format!("--max-retries must be at most 100, got {}", a.max_retries));
     }
     if !(a.timeout.is_finite() && a.timeout > 0.0 && a.timeout <= 3600.0) {
-        return usage("--timeout must be between 0 and 3600 seconds");
+        return usage(format!("--timeout must be greater than 0 and at most 3600 seconds, got {}", a.timeout));
     }
     let auth = credentials(a, env)?;
     let site_display = url.as_str().trim_end_matches('/').to_string();
@@ -212,19 +261,57 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
             retry: RetryPolicy { max_retries: a.max_retries, ..RetryPolicy::default() },
         },
         throttle: ThrottleConfig {
-            rate: a.rate,
-            concurrency: a.concurrency,
-            min_rate: (a.rate / 50.0).clamp(0.05, 1.0),
+            rate: rate.get(),
+            concurrency: concurrency.get(),
+            min_rate: (rate.get() / 50.0).clamp(0.05, 1.0),
         },
         site_display,
     })
 }
 
+/// Requests in flight at most.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// A URL copied from the browser (a queue, a portal, an issue) is a page of
+/// the site, not its base: the API calls would all answer 404.
+fn check_not_a_page(url: &Url) -> Result<(), UsageError> {
+    const UI_SEGMENTS: [&str; 8] =
+        ["servicedesk", "projects", "queues", "portal", "browse", "secure", "plugins", "wiki"];
+    let host = url.host_str().unwrap_or("");
+    let path = url.path().trim_matches('/');
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let cloud = host.ends_with(".atlassian.net") || host.ends_with(".jira.com");
+    let gateway = host == "api.atlassian.com";
+    let page = if cloud {
+        !segments.is_empty()
+    } else if gateway {
+        !(segments.len() == 3 && segments[0] == "ex" && segments[1] == "jira")
+    } else {
+        segments.iter().any(|s| UI_SEGMENTS.contains(&s.to_ascii_lowercase().as_str()))
+    };
+    if !page {
+        return Ok(());
+    }
+    let root = if gateway {
+        "https://api.atlassian.com/ex/jira/{cloudId}".to_string()
+    } else if cloud {
+        format!("{}://{host}", url.scheme())
+    } else {
+        "the Data Center base, e.g. https://jira.example.com or https://example.com/jira".to_string()
+    };
+    usage(format!(
+        "--site {url} is a page of the site, not its base URL: use the site root, e.g. {root} \
+         (the tool appends /rest/servicedeskapi/... itself)"
+    ))
+}
+
 /// `--token-file` (Basic with JSM_EMAIL, else Bearer), then JSM_BEARER_TOKEN,
-/// then JSM_EMAIL + JSM_API_TOKEN.
+/// then JSM_EMAIL + JSM_API_TOKEN. Both tokens in the environment is
+/// ambiguous and refused.
 fn credentials(a: &ConnArgs, env: &Env) -> Result<Auth, UsageError> {
     let email = env.get("JSM_EMAIL").map(|e| e.trim().to_string());
     if let Some(path) = &a.token_file {
+        warn_if_readable_by_others(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read --token-file {}: {e}", path.display())))?;
         let token = text.trim().to_string();
@@ -239,6 +326,12 @@ fn credentials(a: &ConnArgs, env: &Env) -> Result<Auth, UsageError> {
             None => Auth::Bearer { token },
         });
     }
+    if env.get("JSM_BEARER_TOKEN").is_some() && env.get("JSM_API_TOKEN").is_some() {
+        return usage(
+            "both JSM_API_TOKEN and JSM_BEARER_TOKEN are set: unset the one you do not mean \
+             (Basic auth uses JSM_EMAIL + JSM_API_TOKEN, Bearer uses JSM_BEARER_TOKEN)",
+        );
+    }
     if let Some(token) = env.get("JSM_BEARER_TOKEN") {
         return Ok(Auth::Bearer { token: token.trim().to_string() });
     }
@@ -251,6 +344,27 @@ fn credentials(a: &ConnArgs, env: &Env) -> Result<Auth, UsageError> {
              (OAuth or Data Center PAT), or pass --token-file",
         ),
     }
+}
+
+/// A token file that other users can read is a leaked token waiting to happen.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "--token-file {} is readable by other users (mode {:o}): run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 #[cfg(test)]
@@ -274,18 +388,86 @@ mod tests {
             .unwrap();
         match s.task {
             Task::Import { conn, opts } => {
-                assert_eq!(opts.chunk_size, 20);
+                assert_eq!(opts.chunk_size.get(), 20);
                 assert!(opts.report.to_string_lossy().starts_with("jsm-orgs-report-"));
                 assert_eq!(conn.site_display, "https://acme.atlassian.net");
                 assert!(matches!(conn.client.auth, Auth::Basic { .. }));
             }
             other => panic!("{other:?}"),
         }
-        for bad in [&["--chunk-size", "51"][..], &["--chunk-size", "0"], &["--rate", "0"], &["--concurrency", "0"]] {
+        for bad in [
+            &["--chunk-size", "51"][..],
+            &["--chunk-size", "0"],
+            &["--rate", "0"],
+            &["--rate", "1e-9"],
+            &["--rate", "NaN"],
+            &["--concurrency", "0"],
+            &["--concurrency", "257"],
+            &["--timeout", "0"],
+        ] {
             let mut args = vec!["import", "x.csv", "--site", "https://acme.atlassian.net"];
             args.extend_from_slice(bad);
             assert!(parse(&args, &basic_env()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn messages_name_the_bounds() {
+        let site = ["import", "x.csv", "--site", "https://acme.atlassian.net"];
+        let e = parse(&[&site[..], &["--timeout", "0"]].concat(), &basic_env()).unwrap_err();
+        assert!(e.0.contains("greater than 0"), "{e}");
+        let e = parse(&[&site[..], &["--rate", "1e-9"]].concat(), &basic_env()).unwrap_err();
+        assert!(e.0.contains("between 0.1 and"), "{e}");
+    }
+
+    #[test]
+    fn a_page_url_from_the_browser_gets_the_site_root_hint() {
+        for page in [
+            "https://acme.atlassian.net/jira/servicedesk/projects/SD/queues",
+            "https://acme.atlassian.net/servicedesk/customer/portal/1",
+            "https://jira.example.com/jira/browse/SD-1",
+            "https://api.atlassian.com/ex/jira/abc/servicedesk/projects",
+        ] {
+            let e = parse(&["export", "--out", "o", "--site", page], &basic_env()).unwrap_err();
+            assert!(e.0.contains("use the site root"), "{page}: {e}");
+        }
+        for base in
+            ["https://acme.atlassian.net/", "https://jira.example.com/jira", "https://api.atlassian.com/ex/jira/abc"]
+        {
+            assert!(parse(&["export", "--out", "o", "--site", base], &basic_env()).is_ok(), "{base}");
+        }
+    }
+
+    #[test]
+    fn both_tokens_in_the_environment_is_refused() {
+        let env = Env::from_pairs([
+            ("JSM_EMAIL", "a@example.com"),
+            ("JSM_API_TOKEN", "tok-SECRET"),
+            ("JSM_BEARER_TOKEN", "bear-SECRET"),
+        ]);
+        let e = parse(&["export", "--out", "o", "--site", "https://x.atlassian.net"], &env).unwrap_err();
+        assert!(e.0.contains("both JSM_API_TOKEN and JSM_BEARER_TOKEN") && !e.0.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn lists_are_repeatable_and_comma_separated() {
+        let s = parse(
+            &[
+                "export",
+                "--out",
+                "o",
+                "--site",
+                "https://x.atlassian.net",
+                "--service-desk",
+                "1,2",
+                "--service-desk",
+                "3",
+            ],
+            &basic_env(),
+        )
+        .unwrap();
+        let Task::Export { opts, .. } = s.task else { panic!() };
+        assert_eq!(opts.service_desks, ["1", "2", "3"]);
     }
 
     #[test]
@@ -326,7 +508,7 @@ mod tests {
         let e = parse(&["export", "--out", "o", "--site", "https://u:p@x.atlassian.net"], &basic_env()).unwrap_err();
         assert!(!e.0.contains(":p@"));
         let s = parse(
-            &["export", "--out", "o", "--site", "https://x.atlassian.net/jira/rest/servicedeskapi/"],
+            &["export", "--out", "o", "--site", "https://jira.example.com/jira/rest/servicedeskapi/"],
             &basic_env(),
         )
         .unwrap();

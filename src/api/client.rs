@@ -220,6 +220,8 @@ impl Client {
                         tokio::time::sleep(d).await;
                     }
                 }
+                // A call stopped before it was sent does not count as an attempt.
+                None if matches!(kind, ErrorKind::Aborted(_)) => return Err(ApiError { kind, attempts: attempt - 1 }),
                 None => return Err(ApiError { kind, attempts: attempt }),
             }
         }

@@ -58,19 +58,16 @@ impl fmt::Display for ExportSummary {
     /// Every line ends with a newline, like the import summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "export complete: {}", self.out.display())?;
+        use crate::report::plural;
         writeln!(
             f,
-            "  {} organizations, {} members, {} properties, {} service desk links",
-            self.organizations, self.members, self.properties, self.service_desk_links
+            "  {}, {}, {}, {}",
+            plural(self.organizations, "organization", "organizations"),
+            plural(self.members, "member", "members"),
+            plural(self.properties, "property", "properties"),
+            plural(self.service_desk_links, "service desk link", "service desk links")
         )?;
-        writeln!(
-            f,
-            "  {} requests, {} retries, {} rate limited (429), {:.1}s",
-            self.requests,
-            self.retries,
-            self.rate_limited,
-            self.elapsed.as_secs_f64()
-        )?;
+        writeln!(f, "  {}", crate::report::traffic(self.requests, self.retries, self.rate_limited, self.elapsed))?;
         if !self.vanished_organizations.is_empty() {
             let ids: Vec<String> = self.vanished_organizations.iter().map(u64::to_string).collect();
             writeln!(
@@ -106,16 +103,6 @@ fn api_message(e: &ApiError) -> String {
     match e.fatal_hint() {
         Some(hint) => format!("{e}; {hint}"),
         None => e.to_string(),
-    }
-}
-
-impl ExportError {
-    /// 2 for bad usage (nothing was read), 3 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ExportError::OutExists(_) | ExportError::BadOut(..) => 2,
-            _ => 3,
-        }
     }
 }
 

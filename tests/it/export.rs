@@ -987,7 +987,7 @@ fn summary_display_names_counts_and_warnings() {
         "40 requests",
         "2 retries",
         "1 rate limited",
-        "1.5s",
+        "elapsed 1.50s",
         "7, 9",
     ] {
         assert!(text.contains(needle), "{needle:?} not in {text}");
@@ -995,5 +995,5 @@ fn summary_display_names_counts_and_warnings() {
     assert!(text.ends_with(": 7, 9\n"), "{text:?}");
     let quiet = ExportSummary { vanished_organizations: vec![], ..s };
     let quiet = quiet.to_string();
-    assert!(!quiet.contains("warning") && quiet.ends_with("1.5s\n") && quiet.lines().count() == 3, "{quiet:?}");
+    assert!(!quiet.contains("warning") && quiet.ends_with("1.50s\n") && quiet.lines().count() == 3, "{quiet:?}");
 }

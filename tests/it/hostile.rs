@@ -78,7 +78,7 @@ async fn every_hostile_row_fails_alone_and_the_rest_is_applied() {
         report: report_path.clone(),
         prune: false,
         strict: false,
-        chunk_size: 50,
+        chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
     };
     let summary = import(&c, &opts).await.unwrap();

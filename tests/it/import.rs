@@ -1425,7 +1425,7 @@ async fn a_flaky_site_still_ends_in_the_exact_state_without_duplicates() {
         report: report.clone(),
         prune: false,
         strict: false,
-        chunk_size: 50,
+        chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
     };
     let summary = jsm_orgs::import::import(&client, &opts).await.expect("the import runs to the end");
