@@ -78,7 +78,7 @@ pub struct ExecContext {
     /// the organizations phase.
     pub org_ids: Arc<Vec<Option<u64>>>,
     /// Why an organization has no id (its create failed).
-    pub create_errors: Arc<HashMap<OrgIdx, Arc<str>>>,
+    pub create_errors: Arc<HashMap<OrgIdx, RowOutcome>>,
     pub dry_run: bool,
 }
 
@@ -100,7 +100,7 @@ pub struct OpDone {
     /// The id a `CreateOrg` obtained.
     pub created: Option<u64>,
     /// Why a `CreateOrg` failed.
-    pub create_error: Option<Arc<str>>,
+    pub create_error: Option<RowOutcome>,
     pub pruned: Pruned,
     /// Calls this operation sent (bisection can send several).
     pub calls: u32,
@@ -131,7 +131,20 @@ fn success<T>(outcome: Outcome, c: &Called<T>) -> RowOutcome {
     RowOutcome { outcome, http_status: Some(c.status), attempts: c.attempts, message: None }
 }
 
+/// A call that succeeded on the wire but did not do what was asked.
+fn failure_of<T>(c: &Called<T>, message: String) -> RowOutcome {
+    RowOutcome {
+        outcome: Outcome::Failed,
+        http_status: Some(c.status),
+        attempts: c.attempts,
+        message: Some(message.into()),
+    }
+}
+
 fn failure(e: &ApiError) -> RowOutcome {
+    if let (ErrorKind::Aborted(why), 0) = (&e.kind, e.attempts) {
+        return RowOutcome::not_sent(format!("not sent: {why}"));
+    }
     let message = match &e.kind {
         ErrorKind::Aborted(why) => format!("not sent: {why}"),
         _ => match e.fatal_hint() {
@@ -180,8 +193,13 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
         _ => match ctx.org_ids.get(out.org as usize).copied().flatten() {
             Some(id) => Some(id),
             None => {
-                let why = ctx.create_errors.get(&out.org).cloned().unwrap_or_else(|| "unknown id".into());
-                let outcome = RowOutcome::failed(format!("organization was not created: {why}"));
+                // Not sent when its create was not sent; failed otherwise.
+                let create = ctx.create_errors.get(&out.org);
+                let why = create.and_then(|o| o.message.as_deref()).unwrap_or("unknown id");
+                let outcome = RowOutcome {
+                    outcome: create.map_or(Outcome::Failed, |o| o.outcome),
+                    ..RowOutcome::failed(format!("organization was not created: {why}"))
+                };
                 for_each_row(&op, |rows, target| push_rows(&mut out, rows, target, &outcome));
                 return out;
             }
@@ -190,14 +208,26 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
     match op {
         Op::CreateOrg { org, rows } => {
             out.calls = 1;
-            match c.create_organization(&ctx.names[org as usize]).await {
+            let asked = &ctx.names[org as usize];
+            match c.create_organization(asked).await {
+                Ok(called) if called.value.name != *asked => {
+                    let got = &called.value;
+                    let why = format!(
+                        "the site answered the create of {asked:?} with organization {} named {:?}: \
+                         it changed the name, so rows naming {asked:?} cannot be applied",
+                        got.id, got.name
+                    );
+                    let outcome = failure_of(&called, why);
+                    out.create_error = Some(outcome.clone());
+                    push_rows(&mut out, rows, &empty, &outcome);
+                }
                 Ok(called) => {
                     out.created = Some(called.value.id);
                     push_rows(&mut out, rows, &empty, &success(Outcome::Created, &called));
                 }
                 Err(e) => {
                     let outcome = failure(&e);
-                    out.create_error = outcome.message.clone();
+                    out.create_error = Some(outcome.clone());
                     push_rows(&mut out, rows, &empty, &outcome);
                 }
             }
@@ -254,7 +284,7 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
 /// logged, and a failure is counted (it makes the run exit 1).
 fn pruned(out: &mut OpDone, outcome: &RowOutcome, count: impl FnOnce(&mut Pruned), what: &str, org_id: Option<u64>) {
     let org = org_id.map(|id| id.to_string()).unwrap_or_default();
-    if outcome.outcome == Outcome::Failed {
+    if matches!(outcome.outcome, Outcome::Failed | Outcome::NotSent) {
         out.pruned.failed += 1;
         let why = outcome.message.as_deref().unwrap_or("");
         tracing::warn!(target: "jsm_orgs::prune", "--prune could not remove {what} of organization {org}: {why}");
@@ -345,6 +375,9 @@ mod tests {
     fn failure_messages_explain_aborts_and_give_ups() {
         let e = ApiError { kind: ErrorKind::Aborted("bad credentials".into()), attempts: 0 };
         assert_eq!(failure(&e).message.as_deref(), Some("not sent: bad credentials"));
+        assert_eq!(failure(&e).outcome, Outcome::NotSent);
+        let e = ApiError { kind: ErrorKind::Aborted("interrupted".into()), attempts: 2 };
+        assert_eq!(failure(&e).outcome, Outcome::Failed, "sent twice, then stopped: its effect is unknown");
         let e = ApiError { kind: ErrorKind::Timeout(std::time::Duration::from_secs(1)), attempts: 9 };
         assert!(failure(&e).message.unwrap().contains("gave up after 9 attempts"));
         let e = ApiError {

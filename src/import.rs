@@ -394,7 +394,7 @@ fn abort_before_rows(
     let note: Arc<str> = format!("not sent: {message}").into();
     let mut summary = std::mem::take(&mut run.summary);
     write_report(&run.opts.report, ReportFormat::for_path(&run.opts.report), input, &mut summary, |row| match row {
-        Ok(row) => (plain_row(row, None), RowOutcome::failed(note.clone())),
+        Ok(row) => (plain_row(row, None), RowOutcome::not_sent(note.clone())),
         Err(inv) => (invalid_row(inv), RowOutcome::failed(inv.message.clone())),
     })?;
     let _ = std::fs::remove_file(&run.partial_path);
@@ -423,7 +423,7 @@ fn finish_aborted(
     let message = abort_message(e);
     let note: Arc<str> = format!("not sent: {message}").into();
     for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
-        *o = Some(RowOutcome::failed(note.clone()));
+        *o = Some(RowOutcome::not_sent(note.clone()));
     }
     let summary = write_final(input, d, run, counters, started)?;
     Err(ImportError::Aborted { message, summary: Box::new(summary) })

@@ -31,6 +31,8 @@ pub enum Outcome {
     Unchanged,
     Planned,
     Failed,
+    /// The run stopped (abort, Ctrl-C) before the row's call was sent.
+    NotSent,
 }
 
 impl Outcome {
@@ -46,10 +48,11 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Planned => "planned",
             Outcome::Failed => "failed",
+            Outcome::NotSent => "not_sent",
         }
     }
 
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Created,
         Outcome::Added,
         Outcome::Removed,
@@ -60,6 +63,7 @@ impl Outcome {
         Outcome::Unchanged,
         Outcome::Planned,
         Outcome::Failed,
+        Outcome::NotSent,
     ];
 }
 
@@ -79,6 +83,10 @@ impl RowOutcome {
     }
     pub fn failed(message: impl Into<Arc<str>>) -> RowOutcome {
         RowOutcome { outcome: Outcome::Failed, http_status: None, attempts: 0, message: Some(message.into()) }
+    }
+    /// Interrupted before its call was sent.
+    pub fn not_sent(message: impl Into<Arc<str>>) -> RowOutcome {
+        RowOutcome { outcome: Outcome::NotSent, http_status: None, attempts: 0, message: Some(message.into()) }
     }
     pub fn with_message(mut self, message: impl Into<Arc<str>>) -> RowOutcome {
         self.message = Some(message.into());
@@ -283,9 +291,13 @@ impl Summary {
         self.outcomes.get(&Outcome::Failed).copied().unwrap_or(0)
     }
 
-    /// Anything left undone: failed rows or failed `--prune` removals.
+    /// Rows the run stopped before sending.
+    pub fn not_sent(&self) -> u64 {
+        self.outcomes.get(&Outcome::NotSent).copied().unwrap_or(0)
+    }
+    /// Anything left undone: failed or unsent rows, failed `--prune` removals.
     pub fn incomplete(&self) -> bool {
-        self.failed() > 0 || self.prune_failures > 0
+        self.failed() > 0 || self.not_sent() > 0 || self.prune_failures > 0
     }
 
     /// The `--json` summary: counts by outcome and kind, requests, 429s,

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use super::answer::{self, Answer, Expect};
 use super::error::{parse_reset, parse_retry_after, ApiError, ErrorKind};
 use super::models::*;
+use super::path;
 use crate::throttle::{RetryPolicy, Throttle};
 
 /// Page size asked for; servers cap it silently anyway (50 on JSM Cloud).
@@ -162,19 +164,10 @@ impl Client {
         &self.api
     }
 
-    /// Build `API/segments...?query`. Each segment is percent-encoded as one
-    /// path segment; `""`, `"."` and `".."` cannot be sent as one (URL
-    /// normalisation would silently address another resource), so they are
-    /// refused.
+    /// Build `API/segments...?query`: each segment percent-encoded so that
+    /// URL parsing cannot alter it (see [`path::join`]).
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
-        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
-            return Err(ApiError {
-                kind: ErrorKind::Local(format!("{bad:?} cannot be sent as a property key or service desk id")),
-                attempts: 0,
-            });
-        }
-        let mut u = self.api.clone();
-        u.path_segments_mut().expect("checked in new").extend(segments);
+        let mut u = path::join(&self.api, segments).map_err(|e| ApiError { kind: ErrorKind::Local(e), attempts: 0 })?;
         if !query.is_empty() {
             let mut q = u.query_pairs_mut();
             for (k, v) in query {
@@ -185,28 +178,33 @@ impl Client {
     }
 
     /// Send one logical call, retrying transient failures per the policy.
-    /// `decode` turns a success (status, body) into the value; a decode
+    /// An answer counts only when it is what `expect` says the call answers;
+    /// `decode` then turns it (status, body) into the value, and a decode
     /// failure counts as a transient error (truncated bodies happen).
+    /// `attempts` counts the requests actually sent.
     async fn call<T>(
         &self,
         method: Method,
         url: Url,
         body: Body,
+        expect: Expect,
         decode: impl Fn(StatusCode, &Bytes) -> Result<T, String>,
     ) -> Result<Called<T>, ApiError> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let kind = match self.attempt(&method, &url, &body).await {
+            let kind = match self.attempt(&method, &url, &body, expect).await {
                 Ok((status, bytes)) => match decode(status, &bytes) {
                     Ok(value) => return Ok(Called { value, status: status.as_u16(), attempts: attempt }),
                     Err(detail) => ErrorKind::Decode { status: status.as_u16(), detail: self.redact(detail) },
                 },
+                // Refused before sending (the run was stopped): not an attempt.
+                Err(kind @ ErrorKind::Aborted(_)) => return Err(ApiError { kind, attempts: attempt - 1 }),
                 Err(kind) => kind,
             };
             if kind.is_fatal() {
                 let err = ApiError { kind, attempts: attempt };
-                self.throttle.abort(err.fatal_hint().unwrap_or("fatal HTTP status"));
+                self.throttle.abort(&err.abort_reason());
                 return Err(err);
             }
             let delay = self.retry.next_delay(attempt, &kind, rand::random::<f64>());
@@ -228,7 +226,13 @@ impl Client {
     }
 
     /// One HTTP exchange: a throttle slot, the request, the full body.
-    async fn attempt(&self, method: &Method, url: &Url, body: &Body) -> Result<(StatusCode, Bytes), ErrorKind> {
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: &Body,
+        expect: Expect,
+    ) -> Result<(StatusCode, Bytes), ErrorKind> {
         let _permit = self.throttle.acquire().await?;
         let mut req = self
             .http
@@ -241,10 +245,21 @@ impl Client {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let retry_after = retry_hint(resp.headers());
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (content_type, location) = (header(CONTENT_TYPE), header(LOCATION));
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
         tracing::trace!(%method, path = url.path(), status = status.as_u16(), "response");
-        if status.is_success() {
-            return Ok((status, bytes));
+        let location = location.map(|l| truncate(&self.redact(l), 300));
+        let answer = Answer {
+            status: status.as_u16(),
+            content_type: content_type.as_deref(),
+            location: location.as_deref(),
+            body: &bytes,
+        };
+        match answer::check(expect, &format!("{method} {}", url.path()), &answer) {
+            Ok(()) => return Ok((status, bytes)),
+            Err(Some(kind)) => return Err(kind),
+            Err(None) => {}
         }
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .ok()
@@ -283,11 +298,11 @@ impl Client {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<Called<T>, ApiError> {
-        self.call(Method::GET, url, Body::None, |_, b| json(b)).await
+        self.call(Method::GET, url, Body::None, Expect::GET, |_, b| json(b)).await
     }
 
     async fn send_no_content(&self, method: Method, url: Url, body: Body) -> Result<Called<()>, ApiError> {
-        self.call(method, url, body, |_, _| Ok(())).await
+        self.call(method, url, body, Expect::NO_CONTENT, |_, _| Ok(())).await
     }
 
     // ----- organizations -----------------------------------------------
@@ -305,7 +320,8 @@ impl Client {
     /// `POST /organization` — idempotent by name on JSM Cloud.
     pub async fn create_organization(&self, name: &str) -> Result<Called<Organization>, ApiError> {
         let body = serde_json::to_vec(&CreateOrganization { name }).expect("serializable");
-        self.call(Method::POST, self.url(&["organization"], &[])?, Body::Json(body), |_, b| json(b)).await
+        self.call(Method::POST, self.url(&["organization"], &[])?, Body::Json(body), Expect::CREATE, |_, b| json(b))
+            .await
     }
 
     /// `GET /organization/{id}`.
@@ -341,7 +357,7 @@ impl Client {
     ) -> Result<Called<PropertyWrite>, ApiError> {
         let url = self.url(&["organization", &id.to_string(), "property", key], &[])?;
         let body = serde_json::to_vec(value).expect("serializable");
-        self.call(Method::PUT, url, Body::Json(body), |status, _| {
+        self.call(Method::PUT, url, Body::Json(body), Expect::PUT, |status, _| {
             Ok(if status == StatusCode::CREATED { PropertyWrite::Created } else { PropertyWrite::Updated })
         })
         .await

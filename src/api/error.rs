@@ -28,6 +28,16 @@ pub enum ErrorKind {
     /// A success status whose body is not the JSON the operation returns.
     #[error("HTTP {status} with an unreadable body: {detail}")]
     Decode { status: u16, detail: String },
+    /// An HTML page where the API answers JSON or nothing: a login page, an
+    /// SSO or captive-portal proxy, or a `--site` that is not the API base.
+    #[error("the site answered an HTML page (a login or proxy page?) to {call} (HTTP {status})")]
+    Html { status: u16, call: String },
+    /// A redirect. Never followed: the credential would go elsewhere.
+    #[error("HTTP {status} redirect to {location} from {call}: redirects are not followed, check --site")]
+    Redirect { status: u16, location: String, call: String },
+    /// A success status or body that the call does not answer.
+    #[error("unexpected answer to {call}: HTTP {status} with {detail}")]
+    Unexpected { status: u16, call: String, detail: String },
     /// The run was stopped (fatal credential error elsewhere, or Ctrl-C)
     /// before this call could be sent.
     #[error("not sent: {0}")]
@@ -53,14 +63,22 @@ impl ErrorKind {
         match self {
             ErrorKind::Status { status, .. } => *status == 429 || (500..=599).contains(status),
             ErrorKind::Timeout(_) | ErrorKind::Connection(_) | ErrorKind::Decode { .. } => true,
-            ErrorKind::Aborted(_) | ErrorKind::Local(_) => false,
+            ErrorKind::Html { .. }
+            | ErrorKind::Redirect { .. }
+            | ErrorKind::Unexpected { .. }
+            | ErrorKind::Aborted(_)
+            | ErrorKind::Local(_) => false,
         }
     }
 
-    /// Credentials or permissions are wrong: no further request can succeed,
-    /// so the whole run stops (exit 3).
+    /// Credentials or permissions are wrong, or the site answers with a
+    /// login/proxy page or a redirect: no further request can succeed, so
+    /// the whole run stops (exit 3).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ErrorKind::Status { status: 401 | 403, .. })
+        matches!(
+            self,
+            ErrorKind::Status { status: 401 | 403, .. } | ErrorKind::Html { .. } | ErrorKind::Redirect { .. }
+        )
     }
 
     pub fn is_rate_limited(&self) -> bool {
@@ -69,7 +87,11 @@ impl ErrorKind {
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            ErrorKind::Status { status, .. } | ErrorKind::Decode { status, .. } => Some(*status),
+            ErrorKind::Status { status, .. }
+            | ErrorKind::Decode { status, .. }
+            | ErrorKind::Html { status, .. }
+            | ErrorKind::Redirect { status, .. }
+            | ErrorKind::Unexpected { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -100,12 +122,24 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         self.kind.status()
     }
-    /// True for a 404: the organization, property or desk does not exist.
+    /// True for an API 404: the organization, property or desk does not
+    /// exist (an HTML 404 page is a wrong route, not "not found").
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        matches!(self.kind, ErrorKind::Status { status: 404, .. })
+    }
+
+    /// Why a fatal error stops the run, for the summary and every row not sent.
+    pub fn abort_reason(&self) -> String {
+        match self.fatal_hint() {
+            Some(h) => h.to_string(),
+            None => self.kind.to_string(),
+        }
     }
     /// A human explanation for the fatal statuses, naming what to fix.
     pub fn fatal_hint(&self) -> Option<&'static str> {
+        if !matches!(self.kind, ErrorKind::Status { .. }) {
+            return None;
+        }
         match self.status() {
             Some(401) => Some(
                 "the site rejected the credentials (401): check JSM_EMAIL + JSM_API_TOKEN, \

@@ -7,9 +7,11 @@
 //!
 //! [`Throttle`]: crate::throttle::Throttle
 
+pub mod answer;
 pub mod client;
 pub mod error;
 pub mod models;
+pub mod path;
 
 pub use client::{Auth, Called, Client, ClientConfig, PropertyWrite};
 pub use error::{ApiError, ErrorKind};

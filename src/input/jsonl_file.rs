@@ -333,6 +333,21 @@ mod tests {
     }
 
     #[test]
+    fn empty_strings_and_huge_numbers_are_values() {
+        let input = concat!(
+            "{\"organization\":\"A\",\"key\":\"k\",\"value\":\"\"}\n",
+            "{\"organization\":\"A\",\"key\":\"n\",\"value\":[12345678901234567890123,0.10000000000000000000001]}\n",
+        );
+        let (_, rows) = read_all(input.as_bytes());
+        let value = |i: usize| match &ok(&rows[i]).data {
+            RowData::Property { value, .. } => value.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(0), json!(""));
+        assert_eq!(value(1).to_string(), "[12345678901234567890123,0.10000000000000000000001]");
+    }
+
+    #[test]
     fn empty_file_warns() {
         let (warnings, rows) = read_all(b"\n \r\n");
         assert_eq!(warnings, vec!["in.jsonl: file has no rows".to_string()]);

@@ -281,7 +281,9 @@ fn property_key(raw: Raw<'_>) -> Result<&str, Problem> {
 /// it, which gives `null`.
 fn property_value(raw: &RawRow<'_>, action: Action) -> Result<Value, Problem> {
     let value = match raw.get(Field::Value) {
-        Raw::Absent | Raw::Text("") => None,
+        // An empty CSV cell is no value; JSONL's `""` is the empty string.
+        Raw::Absent => None,
+        Raw::Text("") if raw.value_is_json_text => None,
         Raw::Text(text) if raw.value_is_json_text => Some(serde_json::from_str::<Value>(text).map_err(|e| {
             // `gold` for `"gold"` is the usual slip: show the fix.
             let hint = if text.trim_start().starts_with(char::is_alphabetic) {

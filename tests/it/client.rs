@@ -935,7 +935,7 @@ async fn a_malformed_json_200_is_retried() {
 async fn a_body_that_never_parses_ends_in_a_decode_error() {
     let server = MockServer::start().await;
     api_nobody("GET", "/organization/1")
-        .respond_with(ResponseTemplate::new(200).set_body_raw("<html>login</html>", "text/html"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("{\"id\": \"1\", \"na", "application/json"))
         .expect(2)
         .mount(&server)
         .await;

@@ -879,7 +879,7 @@ fn spawn_import(input: &Path, site: &str, report: &Path, extra: &[&str]) -> std:
 }
 
 /// Whether a settled row of a killed run is true of the site.
-fn row_holds(row: &Rep, have: &Content) -> bool {
+pub(crate) fn row_holds(row: &Rep, have: &Content) -> bool {
     let org = row.organization.clone();
     let t = row.target.clone();
     match (row.kind.as_str(), row.outcome.as_str()) {

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod common;
 mod export;
+mod false_success;
 mod faults;
 mod hostile;
 mod import;

@@ -1,0 +1,328 @@
+//! No false success: hostile servers, odd keys and exact numbers. Each case
+//! is a server that answers something other than what the call expects; each
+//! ends in a report whose every row is true of the site, and in the
+//! contract's exit code. Everything talks to 127.0.0.1.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Request, Response};
+use jsm_orgs::import::{import, ImportError};
+use jsm_orgs::sandbox::{Sandbox, SandboxConfig};
+use jsm_orgs::snapshot::{export, Format};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::{client, content_of, export_options};
+use crate::faults::{import_options, matrix, read_jsonl_report, row_holds, sandbox};
+
+const API: &str = "/rest/servicedeskapi";
+
+// ----- a proxy in front of the sandbox that turns into a login page -----------
+
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    /// Requests forwarded before the proxy answers HTML instead.
+    html_after: u64,
+    seen: AtomicU64,
+    html_answers: AtomicU64,
+}
+
+const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>SSO</body></html>";
+
+async fn forward(State(st): State<Arc<ProxyState>>, req: Request<Body>) -> Response<Body> {
+    if st.seen.fetch_add(1, Ordering::SeqCst) >= st.html_after {
+        st.html_answers.fetch_add(1, Ordering::SeqCst);
+        let mut r = Response::new(Body::from(LOGIN_PAGE));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        return r;
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let target = format!("{}{}", st.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut out = st.http.request(parts.method, target).body(body);
+    for (k, v) in &parts.headers {
+        if k != header::HOST {
+            out = out.header(k, v);
+        }
+    }
+    let resp = out.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut r = Response::new(Body::from(resp.bytes().await.unwrap()));
+    *r.status_mut() = status;
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
+}
+
+/// Start a proxy to `upstream` on 127.0.0.1 that answers a 200 HTML login
+/// page to every request after the first `html_after`.
+async fn login_proxy(upstream: &str, html_after: u64) -> (String, Arc<ProxyState>) {
+    let st = Arc::new(ProxyState {
+        upstream: upstream.trim_end_matches('/').to_string(),
+        http: reqwest::Client::new(),
+        html_after,
+        seen: AtomicU64::new(0),
+        html_answers: AtomicU64::new(0),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(st.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, st)
+}
+
+/// Every row of a run that stopped claims only what the site holds, and
+/// rows that were not sent say so.
+fn assert_truthful(report: &Path, sb: &Sandbox) -> Vec<crate::faults::Rep> {
+    let have = content_of(&sb.state());
+    let rows = read_jsonl_report(report);
+    for row in &rows {
+        match row.outcome.as_str() {
+            "failed" => assert!(!row.message.is_empty(), "{row:?}"),
+            "not_sent" => assert_eq!(row.attempts, 0, "{row:?}"),
+            _ => assert!(row_holds(row, &have), "the report says {row:?}, the site disagrees"),
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_page_mid_import_aborts_with_a_truthful_report_and_the_rerun_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), 30);
+    let sb = sandbox(Some(&m.seed), SandboxConfig::default()).await;
+    let (proxy, st) = login_proxy(&sb.url(), 40).await;
+    let report = tmp.path().join("r.jsonl");
+    let c = crate::faults::client(&proxy, crate::faults::Pace { concurrency: 4, ..Default::default() });
+    let err = import(&c, &import_options(&m.input, &report)).await.expect_err("the run must not succeed");
+    let ImportError::Aborted { message, summary } = &err else { panic!("{err}") };
+    assert_eq!(err.exit_code(), 3);
+    assert!(message.contains("HTML page (a login or proxy page?)"), "{message}");
+    // Stopped at once: at most the requests already in flight met the page.
+    let html = st.html_answers.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&html), "{html} HTML answers");
+    let rows = assert_truthful(&report, &sb);
+    assert_eq!(rows.len(), m.sources.len());
+    // Rows whose call met the page fail naming it (a members call serves
+    // several rows); the others were not sent.
+    let failed: Vec<_> = rows.iter().filter(|r| r.outcome == "failed").collect();
+    assert!(!failed.is_empty());
+    for row in failed {
+        assert!(row.message.contains("HTML page") && row.attempts == 1, "{row:?}");
+    }
+    assert!(rows.iter().any(|r| r.outcome == "not_sent"));
+    let undone = rows.iter().filter(|r| r.outcome == "failed" || r.outcome == "not_sent").count() as u64;
+    assert_eq!(summary.failed() + summary.not_sent(), undone);
+
+    // The re-run against the real site does what is left.
+    let again = tmp.path().join("again.jsonl");
+    let c = crate::faults::client(&sb.url(), Default::default());
+    let summary = import(&c, &import_options(&m.input, &again)).await.unwrap();
+    assert!(!summary.incomplete());
+    m.assert_site(&sb);
+}
+
+// ----- wiremock: answers that are not what the call expects ------------------
+
+fn org_page(orgs: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"start": 0, "limit": 50, "size": 1, "isLastPage": true, "values": orgs}))
+}
+
+async fn mock(server: &MockServer, m: &str, p: &str, r: ResponseTemplate, times: u64) {
+    Mock::given(method(m)).and(path(format!("{API}{p}"))).respond_with(r).expect(times).mount(server).await;
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn a_redirect_aborts_and_names_its_location() {
+    let server = MockServer::start().await;
+    let to = "https://sso.example.com/login?next=%2Frest";
+    mock(&server, "GET", "/organization", ResponseTemplate::new(302).insert_header("location", to), 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "orgs.csv", "name\nAcme\n");
+    let report = tmp.path().join("r.jsonl");
+    let err = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains(to), "{err}");
+    let rows = read_jsonl_report(&report);
+    assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["not_sent"]);
+    assert!(rows[0].message.contains(to), "{:?}", rows[0]);
+}
+
+#[tokio::test]
+async fn a_body_where_no_body_belongs_fails_the_row_not_the_run() {
+    let server = MockServer::start().await;
+    mock(&server, "GET", "/organization", org_page(json!([{"id": "1", "name": "Acme"}])), 1).await;
+    let empty = json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []});
+    mock(&server, "GET", "/organization/1/user", ResponseTemplate::new(200).set_body_json(empty), 1).await;
+    let ok = ResponseTemplate::new(200).set_body_raw("OK", "text/plain");
+    mock(&server, "POST", "/organization/1/user", ok, 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "members.csv", "organization,account_id\nAcme,a1\n");
+    let report = tmp.path().join("r.jsonl");
+    let summary = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap();
+    assert_eq!(summary.failed(), 1);
+    let rows = read_jsonl_report(&report);
+    assert_eq!(rows[0].outcome, "failed");
+    assert!(rows[0].message.contains("where the call answers no body"), "{:?}", rows[0]);
+}
+
+#[tokio::test]
+async fn a_create_that_changes_the_name_fails_saying_how() {
+    let server = MockServer::start().await;
+    mock(&server, "GET", "/organization", org_page(json!([])), 1).await;
+    let trimmed = ResponseTemplate::new(201).set_body_json(json!({"id": "5", "name": "Acme"}));
+    mock(&server, "POST", "/organization", trimmed, 1).await;
+    // No members call: the organization named in the input does not exist.
+    mock(&server, "POST", "/organization/5/user", ResponseTemplate::new(204), 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "members.csv", "organization,account_id\n\" Acme \",a1\n");
+    let report = tmp.path().join("r.jsonl");
+    let summary = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap();
+    assert_eq!(summary.failed(), 1);
+    let rows = read_jsonl_report(&report);
+    assert_eq!(rows[0].outcome, "failed");
+    assert!(
+        rows[0].message.contains(r#"named "Acme""#) && rows[0].message.contains("changed the name"),
+        "{:?}",
+        rows[0]
+    );
+}
+
+// ----- property keys that URL parsing would alter ----------------------------
+
+/// Keys with every ASCII control, `%`, `/`, `?`, `#`, dots in disguise, and
+/// random characters.
+fn hostile_keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0u8..0x20).chain([0x7f]).map(|b| format!("c{}{b:02x}", b as char)).collect();
+    keys.extend(
+        ["..\n", "\n..", ".\t", "%2e%2e", "%", "a/b", "a?b", "a#b", "a\\b", "...", " ", "a b"].map(String::from),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    for _ in 0..40 {
+        let len = rng.gen_range(1..12);
+        let key: String = (0..len)
+            .map(|_| match rng.gen_range(0..4) {
+                0 => char::from(rng.gen_range(0u8..0x20)),
+                1 => char::from(rng.gen_range(0x20u8..0x7f)),
+                2 => ['é', '組', '\u{2028}', '\u{feff}'][rng.gen_range(0..4)],
+                _ => char::from(rng.gen_range(b'a'..=b'z')),
+            })
+            .collect();
+        if key != "." && key != ".." {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_keys_with_every_control_round_trip_and_export_exactly() {
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let c = client(&sb.url());
+    let id = c.create_organization("Keys").await.unwrap().value.id;
+    let keys = hostile_keys();
+    for (i, k) in keys.iter().enumerate() {
+        c.set_property(id, k, &json!(i)).await.unwrap_or_else(|e| panic!("{k:?}: {e}"));
+    }
+    let stored: Vec<String> = content_of(&sb.state()).properties.keys().map(|(_, k)| k.clone()).collect();
+    assert_eq!(stored, keys, "the site holds exactly the keys sent");
+    let mut listed = c.property_keys(id).await.unwrap().value;
+    listed.sort();
+    assert_eq!(listed, keys);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.property(id, k).await.unwrap().value.value, json!(i), "{k:?}");
+    }
+
+    // Export (JSONL and CSV) holds every key exactly, and restores exactly.
+    let tmp = tempfile::tempdir().unwrap();
+    for (format, name) in [(Format::Jsonl, "jsonl"), (Format::Csv, "csv")] {
+        let out = tmp.path().join(name);
+        export(&c, &export_options(&out, format, &sb.url())).await.unwrap();
+        let fresh = Sandbox::start(SandboxConfig::default()).await.unwrap();
+        let report = tmp.path().join(format!("{name}.jsonl"));
+        let summary = import(&client(&fresh.url()), &import_options(&out, &report)).await.unwrap();
+        assert!(!summary.incomplete(), "{format:?}: {:?}", read_jsonl_report(&report));
+        assert_eq!(content_of(&fresh.state()), content_of(&sb.state()), "{format:?} restore");
+        fresh.shutdown().await;
+    }
+
+    // And they delete exactly: nothing else goes.
+    for k in &keys[..keys.len() / 2] {
+        c.delete_property(id, k).await.unwrap_or_else(|e| panic!("{k:?}: {e}"));
+    }
+    let left: Vec<String> = content_of(&sb.state()).properties.keys().map(|(_, k)| k.clone()).collect();
+    assert_eq!(left, keys[keys.len() / 2..]);
+    sb.shutdown().await;
+}
+
+// ----- exact numbers -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_beyond_64_bits_and_long_decimals_round_trip_exactly() {
+    let text = r#"{"big":12345678901234567890123,"neg":-98765432109876543210987654321,"dec":0.1000000000000000055511151231257827021181583404541015625,"exp":1.5e+400,"list":[18446744073709551616,3.14159265358979323846264338327950288]}"#;
+    let value: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(value.to_string(), text, "serde_json keeps numbers as written");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(
+        tmp.path(),
+        "props.jsonl",
+        &format!("{{\"organization\":\"Numbers\",\"key\":\"n\",\"value\":{text}}}\n{{\"organization\":\"Numbers\",\"key\":\"e\",\"value\":\"\"}}\n"),
+    );
+    let csv_input = write(
+        tmp.path(),
+        "props.csv",
+        &format!("organization,key,value\nNumbers,c,\"{}\"\n", text.replace('"', "\"\"")),
+    );
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let c = client(&sb.url());
+    for (i, input) in [input, csv_input].iter().enumerate() {
+        let report = tmp.path().join(format!("r{i}.jsonl"));
+        let summary = import(&c, &import_options(input, &report)).await.unwrap();
+        assert!(!summary.incomplete(), "{:?}", read_jsonl_report(&report));
+    }
+    let site = content_of(&sb.state()).properties;
+    for k in ["n", "c"] {
+        assert_eq!(site[&("Numbers".to_string(), k.to_string())].to_string(), text, "{k} on the site");
+    }
+    assert_eq!(site[&("Numbers".to_string(), "e".to_string())], json!(""), "JSONL \"\" restores");
+
+    for (format, name) in [(Format::Jsonl, "properties.jsonl"), (Format::Csv, "properties.csv")] {
+        let out = tmp.path().join(format!("snap-{name}"));
+        export(&c, &export_options(&out, format, &sb.url())).await.unwrap();
+        let written = std::fs::read_to_string(out.join(name)).unwrap();
+        let exact = if format == Format::Csv { text.replace('"', "\"\"") } else { text.to_string() };
+        assert!(written.contains(&exact), "{name} keeps the digits: {written}");
+        let fresh = Sandbox::start(SandboxConfig::default()).await.unwrap();
+        let report = tmp.path().join(format!("restore-{name}.jsonl"));
+        let summary = import(&client(&fresh.url()), &import_options(&out, &report)).await.unwrap();
+        assert!(!summary.incomplete(), "{:?}", read_jsonl_report(&report));
+        assert_eq!(content_of(&fresh.state()).properties, site, "{name} restores exactly");
+        // A re-run against the restored site sees equal values: no writes.
+        fresh.reset_stats();
+        let again = tmp.path().join(format!("again-{name}.jsonl"));
+        import(&client(&fresh.url()), &import_options(&out, &again)).await.unwrap();
+        assert_eq!(fresh.stats().writes, 0, "{name}: {:?}", fresh.stats().by_route);
+        fresh.shutdown().await;
+    }
+    sb.shutdown().await;
+}
