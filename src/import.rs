@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::api::{ApiError, Client, ErrorKind};
 use crate::executor::{self, ExecContext, OpDone, ReadDone, ReadTask};
 use crate::input::{InputError, InputSet, InvalidRow, OrgRef, RowData};
 use crate::plan::{self, Desired, Live, Settled};
+use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
 use crate::settings::ImportOptions;
 use crate::throttle::CounterSnapshot;
@@ -50,39 +50,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     move |source| ImportError::Io { path: path.to_path_buf(), source }
 }
 
-/// Progress on stderr, only when asked for (a TTY and not `--quiet`).
-struct Progress {
-    enabled: bool,
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn phase(&mut self, name: &str, len: u64) {
-        self.finish();
-        if self.enabled && len > 0 {
-            let bar = ProgressBar::new(len).with_style(
-                ProgressStyle::with_template(
-                    "{prefix:>13} [{bar:30}] {pos}/{len} ({percent}%) elapsed {elapsed}, eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(name.to_string());
-            self.bar = Some(bar);
-        }
-    }
-    fn inc(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
 /// State of the single consumer.
 struct Run<'a> {
     opts: &'a ImportOptions,
@@ -92,12 +59,19 @@ struct Run<'a> {
     org_ids: Vec<Option<u64>>,
     summary: Summary,
     progress: Progress,
+    /// Failed rows so far, and where the 429 count comes from (live in the progress display).
+    failed: u64,
+    throttle: Arc<crate::throttle::Throttle>,
 }
 
 impl Run<'_> {
     fn record(&mut self, d: &Desired, s: Settled) -> Result<(), ImportError> {
         let row = settled_row(d, &self.org_ids, &s);
         self.partial.write(&row).map_err(io_err(&self.partial_path))?;
+        if s.outcome.outcome == Outcome::Failed {
+            self.failed += 1;
+            self.progress.counts(self.failed, self.throttle.snapshot().rate_limited);
+        }
         let slot = &mut self.outcomes[s.row as usize];
         debug_assert!(slot.is_none(), "row {} settled twice", s.row);
         *slot = Some(s.outcome);
@@ -117,6 +91,7 @@ impl Run<'_> {
         }
         self.partial.flush().map_err(io_err(&self.partial_path))?;
         self.progress.inc(1);
+        self.progress.counts(self.failed, self.throttle.snapshot().rate_limited);
         Ok(())
     }
 }
@@ -182,7 +157,9 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         outcomes: Vec::new(),
         org_ids: Vec::new(),
         summary: Summary { dry_run: opts.dry_run, warnings: input.warnings().to_vec(), ..Summary::default() },
-        progress: Progress { enabled: opts.progress, bar: None },
+        progress: Progress::new(opts.progress, "tasks"),
+        failed: 0,
+        throttle: client.throttle().clone(),
     };
 
     // 1. The site's organizations (needed to resolve names and ids).
@@ -255,7 +232,8 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         create_errors: Arc::new(HashMap::new()),
         dry_run: opts.dry_run,
     };
-    run.progress.phase("organizations", plan.org_ops.len() as u64);
+    run.progress.phase("organizations");
+    run.progress.add_work(plan.org_ops.len() as u64);
     let mut stream = Box::pin(executor::execute(client.clone(), ctx.clone(), plan.org_ops, conc(client)));
     while let Some(done) = stream.next().await {
         if let Some(e) = &done.create_error {
@@ -267,7 +245,8 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
 
     // 6. Members, properties and desk links.
     let ctx = ExecContext { org_ids: Arc::new(run.org_ids.clone()), create_errors: Arc::new(create_errors), ..ctx };
-    run.progress.phase("changes", plan.ops.len() as u64);
+    run.progress.phase("changes");
+    run.progress.add_work(plan.ops.len() as u64);
     let mut stream = Box::pin(executor::execute(client.clone(), ctx, plan.ops, conc(client)));
     while let Some(done) = stream.next().await {
         run.record_done(&d, done)?;
@@ -332,13 +311,14 @@ async fn read_live(client: &Client, d: &Desired, run: &mut Run<'_>) -> Result<Li
         }
     }
     tasks.extend(desks.into_iter().map(ReadTask::Desk));
-    run.progress.phase("reading site", tasks.len() as u64);
+    run.progress.phase("reading site");
+    run.progress.add_work(tasks.len() as u64);
     fold_reads(client, tasks, &mut live, &run.progress).await?;
     let values: Vec<ReadTask> =
         plan::value_reads(d, &live).into_iter().map(|(i, id, key)| ReadTask::PropertyValue(i, id, key)).collect();
-    run.progress.phase("reading values", values.len() as u64);
+    run.progress.phase("reading values");
+    run.progress.add_work(values.len() as u64);
     fold_reads(client, values, &mut live, &run.progress).await?;
-    run.progress.finish();
     Ok(live)
 }
 

@@ -14,6 +14,7 @@ pub mod import;
 pub mod input;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod sandbox;
 pub mod settings;

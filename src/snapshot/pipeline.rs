@@ -23,11 +23,10 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
 
+use crate::progress::Progress;
 use futures::channel::mpsc;
 use futures::stream::{self, PollNext, StreamExt};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use super::export::{ExportError, ExportOptions};
@@ -226,11 +225,11 @@ struct Reader {
     desk_pager: Pager<String>,
     desks: Vec<DeskState>,
     vanished: Vec<u64>,
-    progress: ProgressBar,
+    progress: Progress,
 }
 
 impl Reader {
-    fn new(progress: ProgressBar) -> Reader {
+    fn new(progress: Progress) -> Reader {
         Reader {
             orgs: HashMap::new(),
             org_pager: Pager::new(),
@@ -284,7 +283,7 @@ impl Reader {
                     // pager; an id listed twice is still read once.
                     if let Entry::Vacant(slot) = self.orgs.entry(id) {
                         slot.insert(OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
-                        self.progress.inc_length(1);
+                        self.progress.add_work(1);
                         q.work(Job::Members { org: id, start: 0 });
                         q.work(Job::PropertyKeys { org: id });
                     }
@@ -434,28 +433,15 @@ fn desk_order(a: &str, b: &str) -> Ordering {
     }
 }
 
-fn progress_bar(show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{spinner} exporting [{bar:30}] {pos}/{len} organizations ({percent}%, {elapsed})",
-    )
-    .expect("valid progress template")
-    .progress_chars("=> ");
-    pb.set_style(style);
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
-}
-
 /// Read the whole site concurrently and return it sorted.
 pub(super) async fn read_site(client: &Client, opts: &ExportOptions) -> Result<SiteData, ExportError> {
     let (chains_tx, chains_rx) = mpsc::unbounded::<Job>();
     let (work_tx, work_rx) = mpsc::unbounded::<Job>();
     let mut q = Queue { chains: chains_tx, work: work_tx, outstanding: 0 };
     let shared_vanished = Mutex::new(HashSet::new());
-    let mut reader = Reader::new(progress_bar(opts.progress));
+    let progress = Progress::new(opts.progress, "organizations");
+    progress.phase("exporting");
+    let mut reader = Reader::new(progress);
 
     q.chain(Job::OrgPage { start: 0 });
     if opts.service_desks.is_empty() {
@@ -496,7 +482,7 @@ pub(super) async fn read_site(client: &Client, opts: &ExportOptions) -> Result<S
         Ok(())
     }
     .await;
-    reader.progress.finish_and_clear();
+    reader.progress.finish();
     result?;
     if reader.org_pager.resyncs() > 0 {
         tracing::info!(
@@ -524,7 +510,7 @@ mod tests {
         let (tx2, _rx2) = mpsc::unbounded();
         let mut q = Queue { chains: tx, work: tx2, outstanding: 0 };
         let shared = Mutex::new(HashSet::new());
-        let mut reader = Reader::new(ProgressBar::hidden());
+        let mut reader = Reader::new(Progress::new(false, "organizations"));
         let org = |id: u64| Organization { id, name: format!("O{id}"), uuid: None, scim_managed: None, created: None };
         let page = |values: Vec<Organization>| Page { start: 0, limit: 50, size: 0, is_last_page: true, values };
         reader.take(Done::OrgPage { start: 0, page: page(vec![org(10), org(2), org(10)]) }, &mut q, &shared).unwrap();
