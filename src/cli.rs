@@ -152,13 +152,14 @@ pub struct ConnArgs {
     #[arg(long, value_name = "PATH", help_heading = "Site")]
     pub token_file: Option<PathBuf>,
 
-    /// Ceiling on requests per second, shared by all workers.
-    #[arg(long, env = "JSM_RATE", default_value_t = 20.0, help_heading = "Pacing")]
-    pub rate: f64,
+    /// Optional ceiling on total requests per second (a shared tenant). Without it each endpoint × method is
+    /// paced on its own at the site's limit (Jira's defaults GET/POST 100, PUT/DELETE 50, learned from the site).
+    #[arg(long, env = "JSM_RATE", value_name = "N", help_heading = "Pacing")]
+    pub rate: Option<f64>,
 
-    /// Ceiling on requests in flight (1..=256).
-    #[arg(long, env = "JSM_CONCURRENCY", default_value_t = 8, help_heading = "Pacing")]
-    pub concurrency: usize,
+    /// Optional cap on requests in flight (default: enough to keep every endpoint at its rate at the observed latency).
+    #[arg(long, env = "JSM_CONCURRENCY", value_name = "N", help_heading = "Pacing")]
+    pub concurrency: Option<usize>,
 
     /// Retries of one call on 429, 5xx, timeouts and connection errors.
     #[arg(long, default_value_t = 8, help_heading = "Pacing")]

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::RetryPolicy;
 use crate::api::{Auth, Client, ClientConfig};
 use crate::cmd::import::finish;
 use crate::error::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxCredentials};
 use crate::settings::ImportOptions;
 use crate::snapshot::{ExportOptions, Format};
-use crate::throttle::{RetryPolicy, Throttle, ThrottleConfig};
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// The bundled samples: (file name, contents).
 pub const SAMPLES: [(&str, &str); 4] = [
@@ -81,7 +82,7 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         },
-        Arc::new(Throttle::new(&ThrottleConfig { rate: 200.0, concurrency: 8, min_rate: 1.0 })),
+        Arc::new(Throttle::new(&ThrottleConfig::default())),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 

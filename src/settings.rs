@@ -14,11 +14,12 @@ use std::time::Duration;
 use url::Url;
 
 use crate::api::client::check_site;
+use crate::api::RetryPolicy;
 use crate::api::{Auth, ClientConfig};
 use crate::cli::{Cli, Command, CompletionShell, ConnArgs, FormatArg};
 use crate::sandbox::{SandboxConfig, SandboxCredentials};
 use crate::snapshot::{ExportOptions, Format};
-use crate::throttle::{RetryPolicy, ThrottleConfig};
+use crate::throttle::ThrottleConfig;
 
 /// The process environment, passed in so tests can run in-process without
 /// touching global state.
@@ -241,10 +242,15 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
         url.set_path(&p);
     }
     check_not_a_page(&url)?;
-    let rate = Rate::new("--rate", a.rate)?;
-    let concurrency = NonZeroUsize::new(a.concurrency)
-        .filter(|n| n.get() <= MAX_CONCURRENCY)
-        .ok_or_else(|| UsageError(format!("--concurrency must be 1..={MAX_CONCURRENCY}, got {}", a.concurrency)))?;
+    let rate = a.rate.map(|r| Rate::new("--rate", r)).transpose()?;
+    let concurrency = match a.concurrency {
+        None => None,
+        Some(n) => Some(
+            NonZeroUsize::new(n)
+                .filter(|n| n.get() <= MAX_CONCURRENCY)
+                .ok_or_else(|| UsageError(format!("--concurrency must be 1..={MAX_CONCURRENCY}, got {n}")))?,
+        ),
+    };
     if a.max_retries > 100 {
         return usage(format!("--max-retries must be at most 100, got {}", a.max_retries));
     }
@@ -261,9 +267,9 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
             retry: RetryPolicy { max_retries: a.max_retries, ..RetryPolicy::default() },
         },
         throttle: ThrottleConfig {
-            rate: rate.get(),
-            concurrency: concurrency.get(),
-            min_rate: (rate.get() / 50.0).clamp(0.05, 1.0),
+            ceiling: rate.map(Rate::get),
+            concurrency: concurrency.map(NonZeroUsize::get),
+            ..ThrottleConfig::default()
         },
         site_display,
     })

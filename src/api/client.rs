@@ -1,5 +1,8 @@
-//! The HTTP client: URL building, auth header, per-request timeout, and the
-//! retry loop (policy from `throttle::RetryPolicy`, pacing from `Throttle`).
+//! The HTTP client: URL building from the route templates, auth header,
+//! per-request timeout, and the retry loop (policy from [`RetryPolicy`],
+//! pacing from the [`Throttle`], which it tells what each answer said about
+//! the rate limit: `X-RateLimit-Limit`, `X-RateLimit-NearLimit` and the scope
+//! of a 429 from `RateLimit-Reason`).
 //!
 //! Must not log or format headers: the `Authorization` value is marked
 //! sensitive and never leaves this file.
@@ -17,7 +20,9 @@ use super::answer::{self, Answer, Expect};
 use super::error::{parse_reset, parse_retry_after, ApiError, ErrorKind};
 use super::models::*;
 use super::path;
-use crate::throttle::{RetryPolicy, Throttle};
+use super::retry::RetryPolicy;
+use crate::routes::{self, Route, Verb};
+use crate::throttle::{Scope, Signal, Throttle};
 
 /// Page size asked for; servers cap it silently anyway (50 on JSM Cloud).
 pub const PAGE_LIMIT: u64 = 50;
@@ -164,10 +169,18 @@ impl Client {
         &self.api
     }
 
-    /// Build `API/segments...?query`: each segment percent-encoded so that
-    /// URL parsing cannot alter it (see [`path::join`]).
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
-        let mut u = path::join(&self.api, segments).map_err(|e| ApiError { kind: ErrorKind::Local(e), attempts: 0 })?;
+    /// Build `API/route?query` with the route's placeholders filled by
+    /// `args` in order, each segment percent-encoded so that URL parsing
+    /// cannot alter it (see [`path::join`]).
+    fn url(&self, route: Route, args: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
+        let mut args = args.iter();
+        let segments: Vec<&str> = route
+            .segments()
+            .map(|seg| seg.unwrap_or_else(|_| args.next().expect("one argument per placeholder")))
+            .collect();
+        debug_assert!(args.next().is_none(), "{route}: more arguments than placeholders");
+        let mut u =
+            path::join(&self.api, &segments).map_err(|e| ApiError { kind: ErrorKind::Local(e), attempts: 0 })?;
         if !query.is_empty() {
             let mut q = u.query_pairs_mut();
             for (k, v) in query {
@@ -181,59 +194,72 @@ impl Client {
     /// An answer counts only when it is what `expect` says the call answers;
     /// `decode` then turns it (status, body) into the value, and a decode
     /// failure counts as a transient error (truncated bodies happen).
-    /// `attempts` counts the requests actually sent.
+    /// `attempts` counts requests actually sent: a call stopped before its
+    /// first request left (an abort) reports 0.
     async fn call<T>(
         &self,
-        method: Method,
+        route: Route,
         url: Url,
         body: Body,
         expect: Expect,
         decode: impl Fn(StatusCode, &Bytes) -> Result<T, String>,
     ) -> Result<Called<T>, ApiError> {
-        let mut attempt: u32 = 0;
+        let mut sent: u32 = 0;
         loop {
-            attempt += 1;
-            let kind = match self.attempt(&method, &url, &body, expect).await {
+            let permit = self.throttle.acquire(route).await.map_err(|a| aborted(a, sent))?;
+            sent += 1;
+            let sent_at = permit.sent_at;
+            let (result, signal, scope) = self.attempt(route, &url, &body, expect, permit).await;
+            let kind = match result {
                 Ok((status, bytes)) => match decode(status, &bytes) {
-                    Ok(value) => return Ok(Called { value, status: status.as_u16(), attempts: attempt }),
+                    Ok(value) => {
+                        self.throttle.on_answer(route, sent_at, signal);
+                        return Ok(Called { value, status: status.as_u16(), attempts: sent });
+                    }
                     Err(detail) => ErrorKind::Decode { status: status.as_u16(), detail: self.redact(detail) },
                 },
-                // Refused before sending (the run was stopped): not an attempt.
-                Err(kind @ ErrorKind::Aborted(_)) => return Err(ApiError { kind, attempts: attempt - 1 }),
                 Err(kind) => kind,
             };
             if kind.is_fatal() {
-                let err = ApiError { kind, attempts: attempt };
+                let err = ApiError { kind, attempts: sent };
                 self.throttle.abort(&err.abort_reason());
                 return Err(err);
             }
-            let delay = self.retry.next_delay(attempt, &kind, rand::random::<f64>());
-            self.throttle.on_error(&kind, delay);
-            match delay {
-                Some(d) => {
-                    tracing::debug!(%method, path = url.path(), attempt, error = %kind, ?d, "retrying");
-                    self.throttle.on_retry();
-                    // A 429's delay is served as the shared cooldown in acquire().
-                    if !kind.is_rate_limited() {
-                        tokio::time::sleep(d).await;
-                    }
+            let delay = self.retry.next_delay(sent, &kind, rand::random::<f64>());
+            if kind.is_rate_limited() {
+                // The delay is served as a pause of the 429's scope, in acquire().
+                let pause = delay.unwrap_or(Duration::from_secs(1));
+                self.throttle.on_rate_limited(route, sent_at, scope, pause, signal);
+            } else {
+                if kind.status().is_some() {
+                    self.throttle.on_answer(route, sent_at, signal);
                 }
-                // A call stopped before it was sent does not count as an attempt.
-                None if matches!(kind, ErrorKind::Aborted(_)) => return Err(ApiError { kind, attempts: attempt - 1 }),
-                None => return Err(ApiError { kind, attempts: attempt }),
+                if kind.is_transient() {
+                    self.throttle.on_transient();
+                }
+            }
+            let Some(d) = delay else {
+                return Err(ApiError { kind, attempts: sent });
+            };
+            tracing::debug!(%route, attempt = sent, error = %kind, ?d, "retrying");
+            self.throttle.on_retry();
+            if !kind.is_rate_limited() {
+                self.throttle.sleep(d).await.map_err(|a| aborted(a, sent))?;
             }
         }
     }
 
-    /// One HTTP exchange: a throttle slot, the request, the full body.
+    /// One HTTP exchange with a throttle slot: the request, the full body,
+    /// and what the answer said about the rate limit.
     async fn attempt(
         &self,
-        method: &Method,
+        route: Route,
         url: &Url,
         body: &Body,
         expect: Expect,
-    ) -> Result<(StatusCode, Bytes), ErrorKind> {
-        let _permit = self.throttle.acquire().await?;
+        _permit: crate::throttle::Permit,
+    ) -> (Result<(StatusCode, Bytes), ErrorKind>, Signal, Scope) {
+        let method = method(route.verb);
         let mut req = self
             .http
             .request(method.clone(), url.clone())
@@ -242,12 +268,19 @@ impl Client {
         if let Body::Json(bytes) = body {
             req = req.header(CONTENT_TYPE, "application/json").body(bytes.clone());
         }
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return (Err(self.transport_error(e)), Signal::default(), Scope::Site),
+        };
         let status = resp.status();
         let retry_after = retry_hint(resp.headers());
+        let (signal, scope) = rate_signal(resp.headers());
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (content_type, location) = (header(CONTENT_TYPE), header(LOCATION));
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return (Err(self.transport_error(e)), signal, scope),
+        };
         tracing::trace!(%method, path = url.path(), status = status.as_u16(), "response");
         let location = location.map(|l| truncate(&self.redact(l), 300));
         let answer = Answer {
@@ -257,15 +290,16 @@ impl Client {
             body: &bytes,
         };
         match answer::check(expect, &format!("{method} {}", url.path()), &answer) {
-            Ok(()) => return Ok((status, bytes)),
-            Err(Some(kind)) => return Err(kind),
+            Ok(()) => return (Ok((status, bytes)), signal, scope),
+            Err(Some(kind)) => return (Err(kind), signal, scope),
             Err(None) => {}
         }
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .ok()
             .and_then(|b| b.text())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-        Err(ErrorKind::Status { status: status.as_u16(), message: truncate(&self.redact(message), 500), retry_after })
+        let message = truncate(&self.redact(message), 500);
+        (Err(ErrorKind::Status { status: status.as_u16(), message, retry_after }), signal, scope)
     }
 
     /// Cut every form of the credential out of text that came from the
@@ -297,19 +331,19 @@ impl Client {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<Called<T>, ApiError> {
-        self.call(Method::GET, url, Body::None, Expect::GET, |_, b| json(b)).await
+    async fn get_json<T: DeserializeOwned>(&self, route: Route, url: Url) -> Result<Called<T>, ApiError> {
+        self.call(route, url, Body::None, Expect::GET, |_, b| json(b)).await
     }
 
-    async fn send_no_content(&self, method: Method, url: Url, body: Body) -> Result<Called<()>, ApiError> {
-        self.call(method, url, body, Expect::NO_CONTENT, |_, _| Ok(())).await
+    async fn send_no_content(&self, route: Route, url: Url, body: Body) -> Result<Called<()>, ApiError> {
+        self.call(route, url, body, Expect::NO_CONTENT, |_, _| Ok(())).await
     }
 
     // ----- organizations -----------------------------------------------
 
     /// `GET /organization?start&limit`.
     pub async fn organizations_page(&self, start: u64, limit: u64) -> Result<Called<Page<Organization>>, ApiError> {
-        self.get_json(self.url(&["organization"], &paging(start, limit))?).await
+        self.get_json(routes::LIST_ORGS, self.url(routes::LIST_ORGS, &[], &paging(start, limit))?).await
     }
 
     /// Every organization, following `isLastPage`.
@@ -320,32 +354,33 @@ impl Client {
     /// `POST /organization` — idempotent by name on JSM Cloud.
     pub async fn create_organization(&self, name: &str) -> Result<Called<Organization>, ApiError> {
         let body = serde_json::to_vec(&CreateOrganization { name }).expect("serializable");
-        self.call(Method::POST, self.url(&["organization"], &[])?, Body::Json(body), Expect::CREATE, |_, b| json(b))
-            .await
+        let url = self.url(routes::CREATE_ORG, &[], &[])?;
+        self.call(routes::CREATE_ORG, url, Body::Json(body), Expect::CREATE, |_, b| json(b)).await
     }
 
     /// `GET /organization/{id}`.
     pub async fn organization(&self, id: u64) -> Result<Called<Organization>, ApiError> {
-        self.get_json(self.url(&["organization", &id.to_string()], &[])?).await
+        self.get_json(routes::GET_ORG, self.url(routes::GET_ORG, &[&id.to_string()], &[])?).await
     }
 
     /// `DELETE /organization/{id}`.
     pub async fn delete_organization(&self, id: u64) -> Result<Called<()>, ApiError> {
-        self.send_no_content(Method::DELETE, self.url(&["organization", &id.to_string()], &[])?, Body::None).await
+        let url = self.url(routes::DELETE_ORG, &[&id.to_string()], &[])?;
+        self.send_no_content(routes::DELETE_ORG, url, Body::None).await
     }
 
     // ----- properties ---------------------------------------------------
 
     /// `GET /organization/{id}/property`.
     pub async fn property_keys(&self, id: u64) -> Result<Called<Vec<String>>, ApiError> {
-        let url = self.url(&["organization", &id.to_string(), "property"], &[])?;
-        let keys: Called<PropertyKeys> = self.get_json(url).await?;
+        let url = self.url(routes::LIST_PROPERTY_KEYS, &[&id.to_string()], &[])?;
+        let keys: Called<PropertyKeys> = self.get_json(routes::LIST_PROPERTY_KEYS, url).await?;
         Ok(keys.map(|k| k.keys.into_iter().map(|k| k.key).collect()))
     }
 
     /// `GET /organization/{id}/property/{key}`.
     pub async fn property(&self, id: u64, key: &str) -> Result<Called<EntityProperty>, ApiError> {
-        self.get_json(self.url(&["organization", &id.to_string(), "property", key], &[])?).await
+        self.get_json(routes::GET_PROPERTY, self.url(routes::GET_PROPERTY, &[&id.to_string(), key], &[])?).await
     }
 
     /// `PUT /organization/{id}/property/{key}` with the raw JSON value as body.
@@ -355,9 +390,9 @@ impl Client {
         key: &str,
         value: &serde_json::Value,
     ) -> Result<Called<PropertyWrite>, ApiError> {
-        let url = self.url(&["organization", &id.to_string(), "property", key], &[])?;
+        let url = self.url(routes::SET_PROPERTY, &[&id.to_string(), key], &[])?;
         let body = serde_json::to_vec(value).expect("serializable");
-        self.call(Method::PUT, url, Body::Json(body), Expect::PUT, |status, _| {
+        self.call(routes::SET_PROPERTY, url, Body::Json(body), Expect::PUT, |status, _| {
             Ok(if status == StatusCode::CREATED { PropertyWrite::Created } else { PropertyWrite::Updated })
         })
         .await
@@ -365,15 +400,16 @@ impl Client {
 
     /// `DELETE /organization/{id}/property/{key}`.
     pub async fn delete_property(&self, id: u64, key: &str) -> Result<Called<()>, ApiError> {
-        let url = self.url(&["organization", &id.to_string(), "property", key], &[])?;
-        self.send_no_content(Method::DELETE, url, Body::None).await
+        let url = self.url(routes::DELETE_PROPERTY, &[&id.to_string(), key], &[])?;
+        self.send_no_content(routes::DELETE_PROPERTY, url, Body::None).await
     }
 
     // ----- members ------------------------------------------------------
 
     /// `GET /organization/{id}/user?start&limit` (ordered by accountId).
     pub async fn users_page(&self, id: u64, start: u64, limit: u64) -> Result<Called<Page<User>>, ApiError> {
-        self.get_json(self.url(&["organization", &id.to_string(), "user"], &paging(start, limit))?).await
+        let url = self.url(routes::LIST_MEMBERS, &[&id.to_string()], &paging(start, limit))?;
+        self.get_json(routes::LIST_MEMBERS, url).await
     }
 
     /// Every member of an organization.
@@ -384,22 +420,22 @@ impl Client {
     /// `POST /organization/{id}/user {"accountIds": [...]}`.
     pub async fn add_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
         let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
-        let url = self.url(&["organization", &id.to_string(), "user"], &[])?;
-        self.send_no_content(Method::POST, url, Body::Json(body)).await
+        let url = self.url(routes::ADD_MEMBERS, &[&id.to_string()], &[])?;
+        self.send_no_content(routes::ADD_MEMBERS, url, Body::Json(body)).await
     }
 
     /// `DELETE /organization/{id}/user {"accountIds": [...]}`.
     pub async fn remove_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
         let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
-        let url = self.url(&["organization", &id.to_string(), "user"], &[])?;
-        self.send_no_content(Method::DELETE, url, Body::Json(body)).await
+        let url = self.url(routes::REMOVE_MEMBERS, &[&id.to_string()], &[])?;
+        self.send_no_content(routes::REMOVE_MEMBERS, url, Body::Json(body)).await
     }
 
     // ----- service desks ------------------------------------------------
 
     /// `GET /servicedesk?start&limit`.
     pub async fn service_desks_page(&self, start: u64, limit: u64) -> Result<Called<Page<ServiceDesk>>, ApiError> {
-        self.get_json(self.url(&["servicedesk"], &paging(start, limit))?).await
+        self.get_json(routes::LIST_DESKS, self.url(routes::LIST_DESKS, &[], &paging(start, limit))?).await
     }
 
     /// Every service desk.
@@ -414,7 +450,8 @@ impl Client {
         start: u64,
         limit: u64,
     ) -> Result<Called<Page<Organization>>, ApiError> {
-        self.get_json(self.url(&["servicedesk", desk, "organization"], &paging(start, limit))?).await
+        let url = self.url(routes::LIST_DESK_ORGS, &[desk], &paging(start, limit))?;
+        self.get_json(routes::LIST_DESK_ORGS, url).await
     }
 
     /// Every organization linked to a service desk.
@@ -425,15 +462,15 @@ impl Client {
     /// `POST /servicedesk/{sd}/organization {"organizationId": id}`.
     pub async fn link_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
         let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
-        let url = self.url(&["servicedesk", desk, "organization"], &[])?;
-        self.send_no_content(Method::POST, url, Body::Json(body)).await
+        let url = self.url(routes::LINK_ORG, &[desk], &[])?;
+        self.send_no_content(routes::LINK_ORG, url, Body::Json(body)).await
     }
 
     /// `DELETE /servicedesk/{sd}/organization {"organizationId": id}`.
     pub async fn unlink_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
         let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
-        let url = self.url(&["servicedesk", desk, "organization"], &[])?;
-        self.send_no_content(Method::DELETE, url, Body::Json(body)).await
+        let url = self.url(routes::UNLINK_ORG, &[desk], &[])?;
+        self.send_no_content(routes::UNLINK_ORG, url, Body::Json(body)).await
     }
 }
 
@@ -480,6 +517,33 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+fn method(verb: Verb) -> Method {
+    match verb {
+        Verb::Get => Method::GET,
+        Verb::Post => Method::POST,
+        Verb::Put => Method::PUT,
+        Verb::Delete => Method::DELETE,
+    }
+}
+
+fn aborted(a: crate::throttle::Aborted, sent: u32) -> ApiError {
+    ApiError { kind: ErrorKind::Aborted(a.0), attempts: sent }
+}
+
+/// What an answer says about the rate limit, and the scope of a 429:
+/// `RateLimit-Reason: jira-burst-based` is one endpoint × method; a quota
+/// reason, any other, or none is the whole site.
+fn rate_signal(h: &HeaderMap) -> (Signal, Scope) {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let limit = text("x-ratelimit-limit").and_then(|v| v.parse::<f64>().ok()).filter(|l| l.is_finite() && *l > 0.0);
+    let near_limit = text("x-ratelimit-nearlimit").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let scope = match text("ratelimit-reason") {
+        Some(r) if r.eq_ignore_ascii_case("jira-burst-based") => Scope::Endpoint,
+        _ => Scope::Site,
+    };
+    (Signal { limit, near_limit }, scope)
+}
+
 /// `Retry-After` first, then `X-RateLimit-Reset`.
 fn retry_hint(h: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
@@ -524,6 +588,22 @@ mod tests {
         for bad in ["http://acme.atlassian.net", "http://10.0.0.1", "ftp://x"] {
             assert!(check_site(&Url::parse(bad).unwrap()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rate_headers_give_the_limit_the_warning_and_the_scope() {
+        let mut h = HeaderMap::new();
+        assert_eq!(rate_signal(&h), (Signal::default(), Scope::Site));
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("50"));
+        h.insert("x-ratelimit-nearlimit", HeaderValue::from_static("True"));
+        h.insert("ratelimit-reason", HeaderValue::from_static("jira-burst-based"));
+        assert_eq!(rate_signal(&h), (Signal { limit: Some(50.0), near_limit: true }, Scope::Endpoint));
+        for quota in ["jira-quota-tenant-based", "jira-quota-global-based", "something-new"] {
+            h.insert("ratelimit-reason", HeaderValue::from_str(quota).unwrap());
+            assert_eq!(rate_signal(&h).1, Scope::Site, "{quota}");
+        }
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("-3"));
+        assert_eq!(rate_signal(&h).0.limit, None);
     }
 
     #[test]

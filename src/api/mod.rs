@@ -12,7 +12,9 @@ pub mod client;
 pub mod error;
 pub mod models;
 pub mod path;
+pub mod retry;
 
 pub use client::{Auth, Called, Client, ClientConfig, PropertyWrite};
 pub use error::{ApiError, ErrorKind};
 pub use models::{EntityProperty, Organization, Page, PropertyKeys, ServiceDesk, User};
+pub use retry::RetryPolicy;

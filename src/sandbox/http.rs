@@ -28,6 +28,7 @@ use super::conn::ConnHandle;
 use super::error::ApiError;
 use super::store::{self, DeskId, Membership, Org, PropertyWrite, Site, User};
 use super::{Faults, RateLimitHint, SandboxCredentials, SandboxStats};
+use crate::routes::{self, Route, Verb};
 
 /// Where the API lives under the site base.
 pub(crate) const API_PREFIX: &str = "/rest/servicedeskapi";
@@ -99,10 +100,10 @@ impl App {
     }
 
     /// Counts a request that reached the handler of `route` ("METHOD /template").
-    fn hit(&self, route: &'static str) {
+    fn hit(&self, route: Route) {
         let mut stats = self.stats();
         *stats.by_route.entry(route.to_string()).or_insert(0) += 1;
-        if route.starts_with("GET ") {
+        if route.verb == Verb::Get {
             stats.reads += 1;
         } else {
             stats.writes += 1;
@@ -183,18 +184,15 @@ struct Unrouted;
 
 /// Builds the whole router: the API behind the gate, and the control routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let p = API_PREFIX;
+    let path = |route: Route| format!("{API_PREFIX}{}", route.path);
     let api = Router::new()
-        .route(&format!("{p}/organization"), get(list_orgs).post(create_org))
-        .route(&format!("{p}/organization/{{id}}"), get(get_org).delete(delete_org))
-        .route(&format!("{p}/organization/{{id}}/property"), get(list_properties))
-        .route(
-            &format!("{p}/organization/{{id}}/property/{{key}}"),
-            get(get_property).put(put_property).delete(delete_property),
-        )
-        .route(&format!("{p}/organization/{{id}}/user"), get(list_users).post(add_users).delete(remove_users))
-        .route(&format!("{p}/servicedesk"), get(list_desks))
-        .route(&format!("{p}/servicedesk/{{sd}}/organization"), get(list_desk_orgs).post(link_org).delete(unlink_org))
+        .route(&path(routes::LIST_ORGS), get(list_orgs).post(create_org))
+        .route(&path(routes::GET_ORG), get(get_org).delete(delete_org))
+        .route(&path(routes::LIST_PROPERTY_KEYS), get(list_properties))
+        .route(&path(routes::GET_PROPERTY), get(get_property).put(put_property).delete(delete_property))
+        .route(&path(routes::LIST_MEMBERS), get(list_users).post(add_users).delete(remove_users))
+        .route(&path(routes::LIST_DESKS), get(list_desks))
+        .route(&path(routes::LIST_DESK_ORGS), get(list_desk_orgs).post(link_org).delete(unlink_org))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), gate));
@@ -519,7 +517,7 @@ fn organization_id(body: &Bytes) -> Result<u64, ApiError> {
 // ---------------------------------------------------------------- organizations
 
 async fn list_orgs(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResult {
-    app.hit("GET /organization");
+    app.hit(routes::LIST_ORGS);
     let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
     let api = app.api_base();
     let values: Vec<Value> = {
@@ -531,7 +529,7 @@ async fn list_orgs(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiRes
 }
 
 async fn create_org(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
-    app.hit("POST /organization");
+    app.hit(routes::CREATE_ORG);
     let value = parse_body(&body)?;
     let name =
         value.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid_body("name must be a string"))?;
@@ -543,7 +541,7 @@ async fn create_org(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
 }
 
 async fn get_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
-    app.hit("GET /organization/{id}");
+    app.hit(routes::GET_ORG);
     let id = path_arg(id)?;
     let id = org_id(&id)?;
     let dto = org_dto(&app.api_base(), app.site().org(id)?);
@@ -551,7 +549,7 @@ async fn get_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult 
 }
 
 async fn delete_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
-    app.hit("DELETE /organization/{id}");
+    app.hit(routes::DELETE_ORG);
     let id = path_arg(id)?;
     let id = org_id(&id)?;
     app.site().delete_org(id)?;
@@ -561,7 +559,7 @@ async fn delete_org(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResu
 // ---------------------------------------------------------------- properties
 
 async fn list_properties(State(app): State<Arc<App>>, id: PathArg<String>) -> ApiResult {
-    app.hit("GET /organization/{id}/property");
+    app.hit(routes::LIST_PROPERTY_KEYS);
     let id = path_arg(id)?;
     let id = org_id(&id)?;
     let api = app.api_base();
@@ -582,7 +580,7 @@ async fn list_properties(State(app): State<Arc<App>>, id: PathArg<String>) -> Ap
 }
 
 async fn get_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>) -> ApiResult {
-    app.hit("GET /organization/{id}/property/{key}");
+    app.hit(routes::GET_PROPERTY);
     let (id, key) = path_arg(args)?;
     let id = org_id(&id)?;
     let value = app.site().property(id, &key)?.clone();
@@ -590,7 +588,7 @@ async fn get_property(State(app): State<Arc<App>>, args: PathArg<(String, String
 }
 
 async fn put_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>, body: Bytes) -> ApiResult {
-    app.hit("PUT /organization/{id}/property/{key}");
+    app.hit(routes::SET_PROPERTY);
     let (id, key) = path_arg(args)?;
     let id = org_id(&id)?;
     store::check_property_key(&key)?;
@@ -610,7 +608,7 @@ async fn put_property(State(app): State<Arc<App>>, args: PathArg<(String, String
 }
 
 async fn delete_property(State(app): State<Arc<App>>, args: PathArg<(String, String)>) -> ApiResult {
-    app.hit("DELETE /organization/{id}/property/{key}");
+    app.hit(routes::DELETE_PROPERTY);
     let (id, key) = path_arg(args)?;
     let id = org_id(&id)?;
     app.site().delete_property(id, &key)?;
@@ -620,7 +618,7 @@ async fn delete_property(State(app): State<Arc<App>>, args: PathArg<(String, Str
 // ---------------------------------------------------------------- members
 
 async fn list_users(State(app): State<Arc<App>>, id: PathArg<String>, RawQuery(q): RawQuery) -> ApiResult {
-    app.hit("GET /organization/{id}/user");
+    app.hit(routes::LIST_MEMBERS);
     let id = path_arg(id)?;
     let id = org_id(&id)?;
     let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
@@ -630,13 +628,13 @@ async fn list_users(State(app): State<Arc<App>>, id: PathArg<String>, RawQuery(q
 }
 
 async fn add_users(State(app): State<Arc<App>>, id: PathArg<String>, body: Bytes) -> ApiResult {
-    app.hit("POST /organization/{id}/user");
+    app.hit(routes::ADD_MEMBERS);
     let id = path_arg(id)?;
     change_users(&app, &id, &body, Membership::Add)
 }
 
 async fn remove_users(State(app): State<Arc<App>>, id: PathArg<String>, body: Bytes) -> ApiResult {
-    app.hit("DELETE /organization/{id}/user");
+    app.hit(routes::REMOVE_MEMBERS);
     let id = path_arg(id)?;
     change_users(&app, &id, &body, Membership::Remove)
 }
@@ -652,7 +650,7 @@ fn change_users(app: &App, id: &str, body: &Bytes, change: Membership) -> ApiRes
 // ---------------------------------------------------------------- service desks
 
 async fn list_desks(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResult {
-    app.hit("GET /servicedesk");
+    app.hit(routes::LIST_DESKS);
     let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
     let api = app.api_base();
     let values = app.site().desks_page(page.start, page.limit + 1).into_iter().map(|d| desk_dto(&api, d)).collect();
@@ -660,7 +658,7 @@ async fn list_desks(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiRe
 }
 
 async fn list_desk_orgs(State(app): State<Arc<App>>, sd: PathArg<String>, RawQuery(q): RawQuery) -> ApiResult {
-    app.hit("GET /servicedesk/{id}/organization");
+    app.hit(routes::LIST_DESK_ORGS);
     let sd = path_arg(sd)?;
     let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
     let api = app.api_base();
@@ -674,7 +672,7 @@ async fn list_desk_orgs(State(app): State<Arc<App>>, sd: PathArg<String>, RawQue
 }
 
 async fn link_org(State(app): State<Arc<App>>, sd: PathArg<String>, body: Bytes) -> ApiResult {
-    app.hit("POST /servicedesk/{id}/organization");
+    app.hit(routes::LINK_ORG);
     let sd = path_arg(sd)?;
     let desk = app.site().desk(&sd)?;
     let org = organization_id(&body)?;
@@ -683,7 +681,7 @@ async fn link_org(State(app): State<Arc<App>>, sd: PathArg<String>, body: Bytes)
 }
 
 async fn unlink_org(State(app): State<Arc<App>>, sd: PathArg<String>, body: Bytes) -> ApiResult {
-    app.hit("DELETE /servicedesk/{id}/organization");
+    app.hit(routes::UNLINK_ORG);
     let sd = path_arg(sd)?;
     let desk = app.site().desk(&sd)?;
     let org = organization_id(&body)?;

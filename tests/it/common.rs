@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsm_orgs::api::RetryPolicy;
 use jsm_orgs::api::{Auth, Client, ClientConfig};
 use jsm_orgs::sandbox::SiteState;
-use jsm_orgs::throttle::{RetryPolicy, Throttle, ThrottleConfig};
+use jsm_orgs::throttle::{MethodRates, Throttle, ThrottleConfig};
 use serde_json::Value;
 
 pub const EMAIL: &str = "sandbox@example.com";
@@ -24,8 +25,14 @@ pub fn fast_retry(max_retries: u32) -> RetryPolicy {
     }
 }
 
+/// A throttle whose every endpoint starts at `rate` (the tests' sites are
+/// fast) under a total ceiling of `rate`, with `concurrency` in flight.
 pub fn throttle(rate: f64, concurrency: usize) -> Arc<Throttle> {
-    Arc::new(Throttle::new(&ThrottleConfig { rate, concurrency, min_rate: 1.0 }))
+    Arc::new(Throttle::new(&ThrottleConfig {
+        ceiling: Some(rate),
+        concurrency: Some(concurrency),
+        start: MethodRates::uniform(rate),
+    }))
 }
 
 /// A client for `site` with Basic auth (the sandbox's default credentials).

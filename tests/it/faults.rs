@@ -23,7 +23,6 @@ use jsm_orgs::report::Summary;
 use jsm_orgs::sandbox::{Faults, RateLimitHint, Sandbox, SandboxConfig, SiteState};
 use jsm_orgs::settings::ImportOptions;
 use jsm_orgs::snapshot::{ExportSummary, Format};
-use jsm_orgs::throttle::{Throttle, ThrottleConfig};
 use serde_json::{json, Value};
 
 use crate::common::{assert_no_duplicate_orgs, cli, content_of, export_options, fast_retry, Content, EMAIL, TOKEN};
@@ -70,8 +69,7 @@ impl Default for Pace {
 
 /// A client with millisecond backoffs and its own throttle.
 pub(crate) fn client(site: &str, pace: Pace) -> Client {
-    let throttle =
-        Arc::new(Throttle::new(&ThrottleConfig { rate: pace.rate, concurrency: pace.concurrency, min_rate: 1.0 }));
+    let throttle = crate::common::throttle(pace.rate, pace.concurrency);
     Client::new(
         ClientConfig {
             site: url::Url::parse(site).unwrap(),
