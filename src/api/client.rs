@@ -348,7 +348,21 @@ impl Client {
 
     /// Every organization, following `isLastPage`.
     pub async fn all_organizations(&self) -> Result<Called<Vec<Organization>>, ApiError> {
-        collect_pages(|start| self.organizations_page(start, PAGE_LIMIT)).await
+        collect_pages(|o: &Organization| o.id, |start| self.page_at(routes::LIST_ORGS, &[], start)).await
+    }
+
+    /// `GET API/segments?start&limit`, with the URL it asked (for errors).
+    fn page_at<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        args: &[&str],
+        start: u64,
+    ) -> impl std::future::Future<Output = Result<(Url, Called<Page<T>>), ApiError>> + '_ {
+        let url = self.url(route, args, &paging(start, PAGE_LIMIT));
+        async move {
+            let url = url?;
+            Ok((url.clone(), self.get_json(route, url).await?))
+        }
     }
 
     /// `POST /organization` — idempotent by name on JSM Cloud.
@@ -414,7 +428,8 @@ impl Client {
 
     /// Every member of an organization.
     pub async fn all_users(&self, id: u64) -> Result<Called<Vec<User>>, ApiError> {
-        collect_pages(|start| self.users_page(id, start, PAGE_LIMIT)).await
+        let id = id.to_string();
+        collect_pages(|u: &User| u.account_id.clone(), |start| self.page_at(routes::LIST_MEMBERS, &[&id], start)).await
     }
 
     /// `POST /organization/{id}/user {"accountIds": [...]}`.
@@ -440,7 +455,7 @@ impl Client {
 
     /// Every service desk.
     pub async fn all_service_desks(&self) -> Result<Called<Vec<ServiceDesk>>, ApiError> {
-        collect_pages(|start| self.service_desks_page(start, PAGE_LIMIT)).await
+        collect_pages(|d: &ServiceDesk| d.id.clone(), |start| self.page_at(routes::LIST_DESKS, &[], start)).await
     }
 
     /// `GET /servicedesk/{sd}/organization?start&limit`.
@@ -456,7 +471,7 @@ impl Client {
 
     /// Every organization linked to a service desk.
     pub async fn all_desk_organizations(&self, desk: &str) -> Result<Called<Vec<Organization>>, ApiError> {
-        collect_pages(|start| self.desk_organizations_page(desk, start, PAGE_LIMIT)).await
+        collect_pages(|o: &Organization| o.id, |start| self.page_at(routes::LIST_DESK_ORGS, &[desk], start)).await
     }
 
     /// `POST /servicedesk/{sd}/organization {"organizationId": id}`.
@@ -475,26 +490,42 @@ impl Client {
 }
 
 /// Follow pages until `isLastPage`, advancing `start` by the number of values
-/// received (servers cap `limit` silently). Attempts are summed.
-pub async fn collect_pages<T, F, Fut>(mut fetch: F) -> Result<Called<Vec<T>>, ApiError>
+/// received (servers cap `limit` silently). Attempts are summed. Paging must
+/// make progress: an empty page that is not the last, or a page that brings
+/// nothing new (`key` names an item; a server ignoring `start` repeats its
+/// first page), is an error naming the endpoint, never a short or endless
+/// list. An item listed twice (the list shifted) is kept once.
+pub async fn collect_pages<T, K, F, Fut>(key: impl Fn(&T) -> K, mut fetch: F) -> Result<Called<Vec<T>>, ApiError>
 where
+    K: std::hash::Hash + Eq,
     F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<Called<Page<T>>, ApiError>>,
+    Fut: std::future::Future<Output = Result<(Url, Called<Page<T>>), ApiError>>,
 {
     let mut all = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut start = 0u64;
     let mut attempts = 0u32;
     loop {
-        let page = fetch(start).await.map_err(|e| ApiError { attempts: attempts + e.attempts, ..e })?;
+        let (url, page) = fetch(start).await.map_err(|e| ApiError { attempts: attempts + e.attempts, ..e })?;
         attempts += page.attempts;
         let n = page.value.values.len() as u64;
         let last = page.value.is_last_page;
-        all.extend(page.value.values);
-        // An empty page that claims more would loop forever: stop.
-        if last || n == 0 {
+        let before = all.len();
+        all.extend(page.value.values.into_iter().filter(|v| seen.insert(key(v))));
+        if last {
             return Ok(Called { value: all, status: page.status, attempts });
         }
-        start += n;
+        let stuck = match (n, all.len() == before) {
+            (0, _) => "an empty page that says it is not the last (isLastPage false)",
+            (_, true) => "a page of items already read: the site ignores `start`?",
+            _ => {
+                start += n;
+                continue;
+            }
+        };
+        let call = format!("GET {}?{}", url.path(), url.query().unwrap_or(""));
+        let detail = format!("{stuck}; the list cannot be read to its end");
+        return Err(ApiError { kind: ErrorKind::Unexpected { status: page.status, call, detail }, attempts });
     }
 }
 

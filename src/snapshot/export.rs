@@ -94,6 +94,9 @@ pub enum ExportError {
     UnknownServiceDesk(String),
     #[error("{0} kept changing while it was read ({1} re-reads): try again when the site is quieter")]
     Unstable(String, u32),
+    /// The site's paging does not advance (names the endpoint).
+    #[error("{0}: nothing was written")]
+    Paging(String),
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
 }

@@ -27,10 +27,18 @@ use std::hash::Hash;
 /// reason to loop forever.
 pub(crate) const MAX_RESYNCS: u32 = 1000;
 
-/// The list kept shifting (or the server's paging is inconsistent).
+/// Anchored pages in a row that bring nothing new before the list is
+/// called stuck (a server that ignores `start` repeats one page forever).
+const MAX_STALLS: u32 = 3;
+
+/// Why a list cannot be read to its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Unstable {
-    pub resyncs: u32,
+pub(crate) enum Unstable {
+    /// The list kept shifting under deletions.
+    Shifting { resyncs: u32 },
+    /// The server's paging does not advance: an empty page that is not the
+    /// last, pages that repeat what was read, more pages than items.
+    Stuck(String),
 }
 
 /// Paging state of one list keyed by `K` (organization id, account id, …).
@@ -48,11 +56,26 @@ pub(crate) struct Pager<K> {
     no_overlap: bool,
     done: bool,
     resyncs: u32,
+    /// Pages accepted, and anchored non-last pages in a row with nothing new.
+    pages: u64,
+    stalls: u32,
+    /// The furthest server position any page reached.
+    reached: u64,
 }
 
 impl<K: Hash + Eq> Default for Pager<K> {
     fn default() -> Self {
-        Pager { seen: HashSet::new(), covered: 0, back: 0, no_overlap: false, done: false, resyncs: 0 }
+        Pager {
+            seen: HashSet::new(),
+            covered: 0,
+            back: 0,
+            no_overlap: false,
+            done: false,
+            resyncs: 0,
+            pages: 0,
+            stalls: 0,
+            reached: 0,
+        }
     }
 }
 
@@ -86,6 +109,22 @@ impl<K: Hash + Eq> Pager<K> {
         is_last: bool,
         key: impl Fn(&T) -> K,
     ) -> Result<Vec<T>, Unstable> {
+        self.pages += 1;
+        if values.is_empty() && !is_last {
+            return Err(Unstable::Stuck(format!(
+                "the page at start={start} is empty but says it is not the last (isLastPage false)"
+            )));
+        }
+        // A hard cap on the pages of one list, relative to what was read:
+        // the list read twice over after every re-sync.
+        let cap = 2 * (self.seen.len() as u64 + 1) * (u64::from(self.resyncs) + 1) + 2 * u64::from(MAX_STALLS);
+        if self.pages > cap {
+            return Err(Unstable::Stuck(format!(
+                "{} pages for {} items: the paging does not advance",
+                self.pages,
+                self.seen.len()
+            )));
+        }
         // The whole list in one page: nothing to compare against, nothing
         // to remember.
         if start == 0 && self.covered == 0 && is_last {
@@ -99,7 +138,7 @@ impl<K: Hash + Eq> Pager<K> {
             // for a page that starts on an item already seen.
             self.resyncs += 1;
             if self.resyncs > MAX_RESYNCS {
-                return Err(Unstable { resyncs: self.resyncs });
+                return Err(Unstable::Shifting { resyncs: self.resyncs });
             }
             // Backing up past position 0 is pointless: 0 needs no anchor.
             self.back = self.back.saturating_mul(2).clamp(1, self.covered.max(1));
@@ -110,8 +149,26 @@ impl<K: Hash + Eq> Pager<K> {
         self.back = 0;
         self.covered = start + len;
         self.no_overlap = len <= 1;
-        self.done = is_last || len == 0;
-        Ok(values.into_iter().filter(|v| self.seen.insert(key(v))).collect())
+        self.done = is_last;
+        let fresh: Vec<T> = values.into_iter().filter(|v| self.seen.insert(key(v))).collect();
+        // A page that reaches positions never read before yet brings nothing
+        // new: the server ignores `start` (re-sync pages that catch up on
+        // positions already read, and a page of one at the overlap position,
+        // do not count).
+        let beyond = start + len > self.reached.max(1);
+        self.reached = self.reached.max(start + len);
+        if !fresh.is_empty() {
+            self.stalls = 0;
+        } else if beyond && !is_last {
+            self.stalls += 1;
+        }
+        if self.stalls >= MAX_STALLS {
+            return Err(Unstable::Stuck(format!(
+                "{} pages in a row up to start={start} repeat items already read: the site ignores `start`?",
+                self.stalls
+            )));
+        }
+        Ok(fresh)
     }
 }
 
@@ -225,10 +282,29 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_page_that_claims_more_stops() {
+    fn an_empty_page_that_claims_more_is_an_error() {
         let mut pager: Pager<u64> = Pager::new();
-        assert_eq!(pager.accept(0, Vec::<u64>::new(), false, |v| *v), Ok(vec![]));
-        assert_eq!(pager.next_start(), None);
+        let e = pager.accept(0, Vec::<u64>::new(), false, |v| *v).unwrap_err();
+        assert!(matches!(&e, Unstable::Stuck(why) if why.contains("empty")), "{e:?}");
+        let mut pager: Pager<u64> = Pager::new();
+        pager.accept(0, vec![1, 2], false, |v| *v).unwrap();
+        assert!(pager.accept(1, Vec::<u64>::new(), false, |v| *v).is_err());
+    }
+
+    #[test]
+    fn a_server_that_ignores_start_is_an_error_not_a_loop() {
+        let mut pager: Pager<u64> = Pager::new();
+        let mut result = Ok(vec![]);
+        for _ in 0..100 {
+            let Some(start) = pager.next_start() else { panic!("ended as if complete") };
+            result = pager.accept(start, vec![1, 2, 3], false, |v| *v);
+            if result.is_err() {
+                break;
+            }
+        }
+        let e = result.unwrap_err();
+        assert!(matches!(&e, Unstable::Stuck(why) if why.contains("ignores `start`")), "{e:?}");
+        assert!(pager.pages <= 5, "{} pages", pager.pages);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! its abort switch. It must not write files: it returns sorted records.
 //!
 //! Concurrent changes are tolerated, not hidden: an organization that answers
-//! 404 mid-read is left out entirely and reported; a property deleted between
+//! 404 mid-read, and 404 again to `GET /organization/{id}`, is left out
+//! entirely and reported (one that still exists fails the export); a property deleted between
 //! its key list and its value is absent; the [`pager`](super::pager) notices
 //! lists that shift under deletions and re-reads just enough to miss no
 //! survivor.
@@ -32,7 +33,7 @@ use serde_json::Value;
 use super::export::{ExportError, ExportOptions};
 use super::pager::{Pager, Unstable};
 use crate::api::client::PAGE_LIMIT;
-use crate::api::{ApiError, Client, Organization, Page, ServiceDesk, User};
+use crate::api::{ApiError, Client, ErrorKind, Organization, Page, ServiceDesk, User};
 
 /// Calls kept in flight by the export per slot of the throttle's
 /// concurrency. The throttle (`--concurrency`, `--rate`) is the real limit;
@@ -149,12 +150,12 @@ async fn run_job(client: &Client, job: Job, vanished: &Mutex<HashSet<u64>>) -> (
         }
         Job::Members { org, start } => match client.users_page(*org, *start, PAGE_LIMIT).await {
             Ok(c) => Ok(Done::Members { org: *org, start: *start, page: c.value }),
-            Err(e) if e.is_not_found() => Ok(Done::OrgGone { org: *org }),
+            Err(e) if e.is_not_found() => confirm_gone(client, *org, &job).await,
             Err(e) => Err(e),
         },
         Job::PropertyKeys { org } => match client.property_keys(*org).await {
             Ok(c) => Ok(Done::PropertyKeys { org: *org, keys: c.value }),
-            Err(e) if e.is_not_found() => Ok(Done::OrgGone { org: *org }),
+            Err(e) if e.is_not_found() => confirm_gone(client, *org, &job).await,
             Err(e) => Err(e),
         },
         Job::Property { org, key } => match client.property(*org, key).await {
@@ -172,6 +173,24 @@ async fn run_job(client: &Client, job: Job, vanished: &Mutex<HashSet<u64>>) -> (
         },
     };
     (job, result)
+}
+
+/// A 404 under a listed organization means it was deleted only when
+/// `GET /organization/{id}` says so too; an organization that still exists
+/// fails the export (a smaller snapshot must never pass for complete).
+async fn confirm_gone(client: &Client, org: u64, job: &Job) -> Result<Done, ApiError> {
+    match client.organization(org).await {
+        Err(e) if e.is_not_found() => Ok(Done::OrgGone { org }),
+        Err(e) => Err(e),
+        Ok(c) => Err(ApiError {
+            kind: ErrorKind::Unexpected {
+                status: 404,
+                call: job.describe(),
+                detail: format!("a 404 for organization {org}, which GET /organization/{org} shows still exists"),
+            },
+            attempts: c.attempts,
+        }),
+    }
 }
 
 /// One service desk being read.
@@ -276,7 +295,7 @@ impl Reader {
                 let fresh = self
                     .org_pager
                     .accept(start, page.values, page.is_last_page, |o| o.id)
-                    .map_err(|u| unstable("the organization list", u))?;
+                    .map_err(|u| unstable("the organization list (GET /organization)", u))?;
                 for org in fresh {
                     let id = org.id;
                     // A list that fits one page is not deduplicated by the
@@ -298,9 +317,10 @@ impl Reader {
                 };
                 let mut pager =
                     if start == 0 { Pager::new() } else { self.member_pagers.remove(&org).unwrap_or_default() };
-                let fresh = pager
-                    .accept(start, page.values, page.is_last_page, |u| u.account_id.clone())
-                    .map_err(|u| unstable(&format!("the members of organization {org}"), u))?;
+                let fresh =
+                    pager.accept(start, page.values, page.is_last_page, |u| u.account_id.clone()).map_err(|u| {
+                        unstable(&format!("the members of organization {org} (GET /organization/{org}/user)"), u)
+                    })?;
                 entry.members.extend(fresh);
                 match pager.next_start() {
                     Some(start) => {
@@ -337,7 +357,7 @@ impl Reader {
                 let fresh = self
                     .desk_pager
                     .accept(start, page.values, page.is_last_page, |d| d.id.clone())
-                    .map_err(|u| unstable("the service desk list", u))?;
+                    .map_err(|u| unstable("the service desk list (GET /servicedesk)", u))?;
                 for desk in fresh {
                     self.add_desk(desk.id, false, q);
                 }
@@ -347,10 +367,10 @@ impl Reader {
             }
             Done::DeskPage { desk, start, page } => {
                 let state = &mut self.desks[desk];
-                let fresh = state
-                    .pager
-                    .accept(start, page.values, page.is_last_page, |o| o.id)
-                    .map_err(|u| unstable(&format!("the organizations of service desk {}", state.id), u))?;
+                let fresh = state.pager.accept(start, page.values, page.is_last_page, |o| o.id).map_err(|u| {
+                    let id = &state.id;
+                    unstable(&format!("the organizations of service desk {id} (GET /servicedesk/{id}/organization)"), u)
+                })?;
                 state.orgs.extend(fresh.into_iter().map(|o| o.id));
                 if let Some(start) = state.pager.next_start() {
                     q.chain(Job::DeskPage { desk, id: state.id.clone(), start });
@@ -419,7 +439,10 @@ impl Reader {
 }
 
 fn unstable(what: &str, u: Unstable) -> ExportError {
-    ExportError::Unstable(what.to_string(), u.resyncs)
+    match u {
+        Unstable::Shifting { resyncs } => ExportError::Unstable(what.to_string(), resyncs),
+        Unstable::Stuck(why) => ExportError::Paging(format!("{what}: {why}")),
+    }
 }
 
 /// Desk ids in numeric order when both are numeric, numeric ones first,

@@ -590,7 +590,7 @@ async fn all_desk_organizations_advances_start_by_values_received() {
 }
 
 #[tokio::test]
-async fn paging_stops_on_an_empty_page_that_claims_more() {
+async fn an_empty_page_that_claims_more_is_an_error_naming_the_endpoint() {
     let server = MockServer::start().await;
     paged(api_nobody("GET", "/organization"), 0)
         .respond_with(page(0, false, json!([org(json!("1"), "a")])))
@@ -598,8 +598,14 @@ async fn paging_stops_on_an_empty_page_that_claims_more() {
         .mount(&server)
         .await;
     paged(api_nobody("GET", "/organization"), 1).respond_with(page(1, false, json!([]))).expect(1).mount(&server).await;
-    let got = client(&server.uri()).all_organizations().await.unwrap();
-    assert_eq!(got.value.len(), 1);
+    let err = client(&server.uri()).all_organizations().await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.attempts, 2);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("GET /rest/servicedeskapi/organization?start=1&limit=50") && msg.contains("empty page"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]

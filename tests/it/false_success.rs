@@ -326,3 +326,95 @@ async fn numbers_beyond_64_bits_and_long_decimals_round_trip_exactly() {
     }
     sb.shutdown().await;
 }
+
+// ----- paging that does not advance, 404s that are not deletions --------------
+
+fn page_of(values: Value, last: bool) -> ResponseTemplate {
+    let n = values.as_array().map_or(0, Vec::len);
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"start": 0, "limit": 50, "size": n, "isLastPage": last, "values": values}))
+}
+
+/// A site whose organization list is `orgs` forever (it ignores `start`),
+/// or an empty page that claims more; organizations have no members,
+/// properties or desks.
+async fn bad_paging_site(orgs: Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/organization")))
+        .respond_with(page_of(orgs, false))
+        .mount(&server)
+        .await;
+    let empty = page_of(json!([]), true);
+    Mock::given(method("GET")).and(path(format!("{API}/servicedesk"))).respond_with(empty.clone()).mount(&server).await;
+    for id in 1..=2 {
+        let users = path(format!("{API}/organization/{id}/user"));
+        Mock::given(method("GET")).and(users).respond_with(empty.clone()).mount(&server).await;
+        let props = ResponseTemplate::new(200).set_body_json(json!({"keys": []}));
+        Mock::given(method("GET"))
+            .and(path(format!("{API}/organization/{id}/property")))
+            .respond_with(props)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn paging_that_does_not_advance_fails_import_and_export_naming_the_endpoint() {
+    for orgs in [json!([{"id": "1", "name": "A"}, {"id": "2", "name": "B"}]), json!([])] {
+        let server = bad_paging_site(orgs.clone()).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let input = write(tmp.path(), "orgs.csv", "name\nA\n");
+        let report = tmp.path().join("r.jsonl");
+        let err = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{orgs}");
+        assert!(err.to_string().contains("/rest/servicedeskapi/organization?start="), "{err}");
+        assert_eq!(read_jsonl_report(&report)[0].outcome, "not_sent");
+        let gets = server.received_requests().await.unwrap().len();
+        assert!(gets <= 4, "{gets} requests: stopped at once");
+
+        let out = tmp.path().join("snap");
+        let err =
+            export(&client(&server.uri()), &export_options(&out, Format::Jsonl, &server.uri())).await.unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        assert!(err.to_string().contains("GET /organization"), "{err}");
+        assert!(!out.exists(), "no snapshot from a list that was not read to its end");
+        assert!(server.received_requests().await.unwrap().len() < gets + 20, "the export stopped");
+    }
+}
+
+#[tokio::test]
+async fn a_404_under_a_live_organization_fails_the_export_instead_of_dropping_it() {
+    let server = MockServer::start().await;
+    let orgs = page_of(json!([{"id": "1", "name": "A"}, {"id": "2", "name": "Gone"}]), true);
+    mock(&server, "GET", "/organization", orgs, 1).await;
+    let empty = page_of(json!([]), true);
+    Mock::given(method("GET")).and(path(format!("{API}/servicedesk"))).respond_with(empty.clone()).mount(&server).await;
+    let not_found = ResponseTemplate::new(404).set_body_json(json!({"errorMessage": "no such organization"}));
+    for id in 1..=2 {
+        mock(&server, "GET", &format!("/organization/{id}/user"), not_found.clone(), 1).await;
+        let props = ResponseTemplate::new(200).set_body_json(json!({"keys": []}));
+        Mock::given(method("GET"))
+            .and(path(format!("{API}/organization/{id}/property")))
+            .respond_with(props)
+            .mount(&server)
+            .await;
+    }
+    // Organization 1 still exists; 2 is really gone.
+    mock(
+        &server,
+        "GET",
+        "/organization/1",
+        ResponseTemplate::new(200).set_body_json(json!({"id": "1", "name": "A"})),
+        1,
+    )
+    .await;
+    Mock::given(method("GET")).and(path(format!("{API}/organization/2"))).respond_with(not_found).mount(&server).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("snap");
+    let err = export(&client(&server.uri()), &export_options(&out, Format::Jsonl, &server.uri())).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("still exists"), "{err}");
+    assert!(!out.exists());
+}
