@@ -229,6 +229,10 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 50)]
     pub chunk_size: usize,
 
+    /// Create a portal-only customer for each email (members rows) the site has no account for.
+    #[arg(long)]
+    pub create_customers: bool,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 }

@@ -94,6 +94,7 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
         strict: false,
         chunk_size: NonZeroUsize::new(crate::settings::MAX_CHUNK_SIZE).expect("non-zero"),
         progress,
+        create_customers: true,
     };
     eprintln!("\n== import {}", samples.display());
     let first = outcome(finish(crate::import::import(&client, &opts).await, false));

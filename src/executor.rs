@@ -13,8 +13,9 @@ use std::sync::Arc;
 use futures::stream::{self, Stream, StreamExt};
 
 use crate::api::{ApiError, Called, Client, ErrorKind, PropertyWrite};
-use crate::plan::{MemberChange, Op, OrgIdx, RowIdx, Settled};
+use crate::plan::{Contact, MemberChange, Op, OrgIdx, Resolved, RowIdx, Settled};
 use crate::report::{Outcome, RowOutcome};
+use crate::resolve::Resolver;
 
 /// One read of the live site.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,12 +29,17 @@ pub enum ReadTask {
 /// The answer to a [`ReadTask`].
 #[derive(Debug)]
 pub enum ReadDone {
-    Members(OrgIdx, Result<HashSet<Box<str>>, ApiError>),
+    /// Account ids, and visible emails (lowercase) → account id.
+    Members(OrgIdx, Result<LiveMembers, ApiError>),
     PropertyKeys(OrgIdx, Result<BTreeSet<String>, ApiError>),
     /// `Ok(None)`: the property vanished between listing and reading.
     PropertyValue(OrgIdx, String, Result<Option<serde_json::Value>, ApiError>),
     Desk(String, Result<HashSet<u64>, ApiError>),
 }
+
+/// An organization's members as read: account ids, and the visible emails
+/// (lowercase) with the account id that has each.
+pub type LiveMembers = (HashSet<Box<str>>, HashMap<Box<str>, Box<str>>);
 
 /// Run reads concurrently; results arrive as they finish.
 pub fn read(client: Client, tasks: Vec<ReadTask>, concurrency: usize) -> impl Stream<Item = ReadDone> {
@@ -49,7 +55,18 @@ async fn read_one(c: &Client, t: ReadTask) -> ReadDone {
     match t {
         ReadTask::Members(i, id) => ReadDone::Members(
             i,
-            c.all_users(id).await.map(|u| u.value.into_iter().map(|u| u.account_id.into_boxed_str()).collect()),
+            c.all_users(id).await.map(|u| {
+                let mut ids = HashSet::with_capacity(u.value.len());
+                let mut emails = HashMap::new();
+                for user in u.value {
+                    let id = user.account_id.into_boxed_str();
+                    if let Some(email) = user.email_address.filter(|e| !e.is_empty()) {
+                        emails.insert(email.to_lowercase().into_boxed_str(), id.clone());
+                    }
+                    ids.insert(id);
+                }
+                (ids, emails)
+            }),
         ),
         ReadTask::PropertyKeys(i, id) => {
             ReadDone::PropertyKeys(i, c.property_keys(id).await.map(|k| k.value.into_iter().collect()))
@@ -80,6 +97,21 @@ pub struct ExecContext {
     /// Why an organization has no id (its create failed).
     pub create_errors: Arc<HashMap<OrgIdx, RowOutcome>>,
     pub dry_run: bool,
+    /// People to fall back to by email when the site does not know an id.
+    pub fallback: Option<Arc<Fallback>>,
+}
+
+/// The emails behind the account ids of member operations, and the
+/// resolver that looks them up (see [`members_op`]).
+pub struct Fallback {
+    pub resolver: Arc<Resolver>,
+    pub contacts: HashMap<(OrgIdx, Box<str>), Contact>,
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fallback({} contacts)", self.contacts.len())
+    }
 }
 
 /// Removals that `--prune` made (no input row reports them).
@@ -141,23 +173,28 @@ fn failure_of<T>(c: &Called<T>, message: String) -> RowOutcome {
     }
 }
 
-fn failure(e: &ApiError) -> RowOutcome {
-    if let (ErrorKind::Aborted(why), 0) = (&e.kind, e.attempts) {
-        return RowOutcome::not_sent(format!("not sent: {why}"));
-    }
-    let message = match &e.kind {
+/// An error as a report message: what to fix for fatal statuses, how
+/// often a transient one was tried.
+pub(crate) fn describe(e: &ApiError) -> String {
+    match &e.kind {
         ErrorKind::Aborted(why) => format!("not sent: {why}"),
         _ => match e.fatal_hint() {
             Some(h) => format!("{e}; {h}"),
             None if e.is_transient() => format!("{e} (gave up after {} attempts)", e.attempts),
             None => e.to_string(),
         },
-    };
+    }
+}
+
+fn failure(e: &ApiError) -> RowOutcome {
+    if let (ErrorKind::Aborted(why), 0) = (&e.kind, e.attempts) {
+        return RowOutcome::not_sent(format!("not sent: {why}"));
+    }
     RowOutcome {
         outcome: Outcome::Failed,
         http_status: e.status(),
         attempts: e.attempts,
-        message: Some(message.into()),
+        message: Some(describe(e).into()),
     }
 }
 
@@ -274,7 +311,7 @@ async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
             }
         }
         Op::Members { add, members, .. } => {
-            members_op(c, &mut out, org_id.expect("id"), add, members).await;
+            members_op(c, ctx, &mut out, org_id.expect("id"), add, members).await;
         }
     }
     out
@@ -336,8 +373,16 @@ fn dry_run(out: &mut OpDone, op: Op) {
 /// unknown") fails the whole call on JSM, so the chunk is bisected until the
 /// bad ids are isolated: the good ones are applied and only the bad rows fail
 /// with the server's message. Add and remove have set semantics, so sending an
-/// id twice is harmless.
-async fn members_op(c: &Client, out: &mut OpDone, org_id: u64, add: bool, members: Vec<MemberChange>) {
+/// id twice is harmless. A row whose id the site rejects but that gives an
+/// email falls back to the person with that email (see [`by_email`]).
+async fn members_op(
+    c: &Client,
+    ctx: &ExecContext,
+    out: &mut OpDone,
+    org_id: u64,
+    add: bool,
+    members: Vec<MemberChange>,
+) {
     let ok_outcome = if add { Outcome::Added } else { Outcome::Removed };
     let mut stack: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
     stack.push(0..members.len());
@@ -354,6 +399,16 @@ async fn members_op(c: &Client, out: &mut OpDone, org_id: u64, add: bool, member
                 stack.push(range.start..mid);
                 continue;
             }
+            Err(e) if e.status() == Some(400) && members[range.start].rows.is_some() => {
+                let m = &members[range.start];
+                match by_email(c, ctx, out, org_id, add, m, &e).await {
+                    Some((target, outcome)) => {
+                        push_rows(out, m.rows.iter().flat_map(|r| r.iter()), &target, &outcome);
+                        continue;
+                    }
+                    None => failure(&e),
+                }
+            }
             Err(e) => failure(&e),
         };
         for m in &members[range] {
@@ -364,6 +419,49 @@ async fn members_op(c: &Client, out: &mut OpDone, org_id: u64, add: bool, member
             }
         }
     }
+}
+
+/// The site rejected account id `m` alone: when the row also gives an
+/// email, add (or remove) the person with that email instead — found by the
+/// user search, or created with `--create-customers`. `None` when the row
+/// gives no email. Returns the report target (the id used) and outcome.
+async fn by_email(
+    c: &Client,
+    ctx: &ExecContext,
+    out: &mut OpDone,
+    org_id: u64,
+    add: bool,
+    m: &MemberChange,
+    rejected: &ApiError,
+) -> Option<(Arc<str>, RowOutcome)> {
+    let fallback = ctx.fallback.as_ref()?;
+    let contact = fallback.contacts.get(&(out.org, m.account_id.clone()))?;
+    let create = fallback.resolver.create_for(add);
+    let resolved = fallback.resolver.resolve(&contact.email, contact.display_name.as_deref(), create).await;
+    let unknown = format!("account id {} is not on this site ({rejected})", m.account_id);
+    let (account_id, created) = match resolved {
+        Resolved::Id { account_id, created } => (account_id, created),
+        Resolved::WouldCreate => return Some((Arc::from(&*m.account_id), RowOutcome::new(Outcome::Planned))),
+        Resolved::Failed(why) => {
+            return Some((
+                Arc::from(&*m.account_id),
+                failure(rejected).with_message(format!("{unknown}; by email: {why}")),
+            ))
+        }
+    };
+    let how = if created { "customer created" } else { "found" };
+    let note = format!("{unknown}; email {}: {how}, account id {account_id}", contact.email);
+    out.calls += 1;
+    let ids = [account_id.to_string()];
+    let r = if add { c.add_users(org_id, &ids).await } else { c.remove_users(org_id, &ids).await };
+    let outcome = match r {
+        Ok(called) => success(if add { Outcome::Added } else { Outcome::Removed }, &called).with_message(note),
+        Err(e) => {
+            let why = describe(&e);
+            failure(&e).with_message(format!("{note}; then {why}"))
+        }
+    };
+    Some((account_id, outcome))
 }
 
 #[cfg(test)]

@@ -17,11 +17,12 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::api::{ApiError, Client, ErrorKind};
-use crate::executor::{self, ExecContext, OpDone, ReadDone, ReadTask};
+use crate::executor::{self, ExecContext, Fallback, OpDone, ReadDone, ReadTask};
 use crate::input::{InputError, InputSet, InvalidRow, OrgRef, RowData};
-use crate::plan::{self, Desired, Live, Settled};
+use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
+use crate::resolve::Resolver;
 use crate::settings::ImportOptions;
 use crate::throttle::CounterSnapshot;
 
@@ -56,6 +57,8 @@ struct Run<'a> {
     partial: ReportWriter,
     partial_path: PathBuf,
     outcomes: Vec<Option<RowOutcome>>,
+    /// Report targets of rows that name a person by email: the account id used.
+    targets: HashMap<RowIdx, Arc<str>>,
     org_ids: Vec<Option<u64>>,
     summary: Summary,
     progress: Progress,
@@ -65,7 +68,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn record(&mut self, d: &Desired, s: Settled) -> Result<(), ImportError> {
+    fn record(&mut self, d: &Desired, mut s: Settled) -> Result<(), ImportError> {
+        if let Some(person) = d.people.get(&s.row) {
+            s.target = person.target.clone();
+            s.outcome.message = Some(match &s.outcome.message {
+                Some(m) => format!("{}; {m}", person.note).into(),
+                None => person.note.clone(),
+            });
+        }
+        if d.meta[s.row as usize].email {
+            self.targets.insert(s.row, s.target.clone());
+        }
         let row = settled_row(d, &self.org_ids, &s);
         self.partial.write(&row).map_err(io_err(&self.partial_path))?;
         if s.outcome.outcome == Outcome::Failed {
@@ -155,6 +168,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         partial,
         partial_path,
         outcomes: Vec::new(),
+        targets: HashMap::new(),
         org_ids: Vec::new(),
         summary: Summary { dry_run: opts.dry_run, warnings: input.warnings().to_vec(), ..Summary::default() },
         progress: Progress::new(opts.progress, "tasks"),
@@ -198,6 +212,10 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     // Rows settled so far (invalid ones) are on disk before the site is read.
     run.partial.flush().map_err(io_err(&run.partial_path))?;
 
+    // 2b. People named by email: looked up (or created) once per email.
+    let resolver = Arc::new(Resolver::new(client.clone(), opts.create_customers, opts.dry_run));
+    resolve_people(client, &resolver, &mut d, &mut run).await?;
+
     // 3. Read only the live state the plan needs.
     let live = match read_live(client, &d, &mut run).await {
         Ok(live) => live,
@@ -208,7 +226,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
 
     // 4. Plan; rows that need no call are settled now.
     let mut settle_err = None;
-    let plan = {
+    let mut plan = {
         let run = &mut run;
         plan::plan(&mut d, &live, opts.prune, opts.chunk_size, &mut |d, s| {
             if settle_err.is_none() {
@@ -231,6 +249,8 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         org_ids: Arc::new(run.org_ids.clone()),
         create_errors: Arc::new(HashMap::new()),
         dry_run: opts.dry_run,
+        fallback: (!plan.contacts.is_empty())
+            .then(|| Arc::new(Fallback { resolver: resolver.clone(), contacts: std::mem::take(&mut plan.contacts) })),
     };
     run.progress.phase("organizations");
     run.progress.add_work(plan.org_ops.len() as u64);
@@ -254,12 +274,37 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     drop(stream);
     run.progress.finish();
 
+    run.summary.customers_created = resolver.created();
     let aborted = client.throttle().abort_reason();
     let summary = write_final(&input, &d, run, client.throttle().snapshot().since(&counted_from), started)?;
     match aborted {
         Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
         None => Ok(summary),
     }
+}
+
+/// Resolve the emails that rows name people by (before planning, so the
+/// plan sees account ids); rows whose email does not resolve are settled.
+async fn resolve_people(
+    client: &Client,
+    resolver: &Arc<Resolver>,
+    d: &mut Desired,
+    run: &mut Run<'_>,
+) -> Result<(), ImportError> {
+    if d.emails.is_empty() {
+        return Ok(());
+    }
+    run.progress.phase("looking up emails");
+    run.progress.add_work(d.emails.len() as u64);
+    let progress = &run.progress;
+    let resolved = resolver.resolve_all(&d.emails, conc(client), || progress.inc(1)).await;
+    let mut settle_err = None;
+    d.apply_emails(&resolved, &mut |d, s| {
+        if settle_err.is_none() {
+            settle_err = run.record(d, s).err();
+        }
+    });
+    settle_err.map_or(Ok(()), Err)
 }
 
 fn conc(client: &Client) -> usize {
@@ -334,7 +379,11 @@ async fn fold_reads(
         progress.inc(1);
         match done {
             ReadDone::Members(i, r) => {
-                live.members.insert(i, classify(r)?);
+                let r = classify(r)?.map(|(ids, emails)| {
+                    live.member_emails.insert(i, emails);
+                    ids
+                });
+                live.members.insert(i, r);
             }
             ReadDone::PropertyKeys(i, r) => {
                 live.property_keys.insert(i, classify(r)?);
@@ -418,7 +467,7 @@ fn write_final(
     counters: CounterSnapshot,
     started: Instant,
 ) -> Result<Summary, ImportError> {
-    let Run { opts, partial, partial_path, outcomes, org_ids, mut summary, .. } = run;
+    let Run { opts, partial, partial_path, outcomes, targets, org_ids, mut summary, .. } = run;
     partial.finish().map_err(io_err(&partial_path))?;
     let format = ReportFormat::for_path(&opts.report);
     let mut idx = 0usize;
@@ -429,8 +478,15 @@ fn write_final(
             .flatten()
             .unwrap_or_else(|| RowOutcome::failed("internal error: row was never run"));
         idx += 1;
+        let target = targets.get(&((idx - 1) as RowIdx));
         match row {
-            Ok(row) => (plain_row(row, Some((d, &org_ids))), outcome),
+            Ok(row) => {
+                let mut report = plain_row(row, Some((d, &org_ids)));
+                if let Some(t) = target {
+                    report.target = t.to_string();
+                }
+                (report, outcome)
+            }
             Err(inv) => (invalid_row(inv), outcome),
         }
     })?;

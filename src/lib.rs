@@ -16,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod resolve;
 pub mod routes;
 pub mod sandbox;
 pub mod settings;

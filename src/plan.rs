@@ -80,15 +80,57 @@ pub struct OrgEntry {
     pub members: Vec<(Box<str>, Want)>,
     pub properties: BTreeMap<String, PropWant>,
     pub desks: BTreeMap<String, Want>,
+    /// Members named by email only (lowercase), until
+    /// [`Desired::apply_emails`] turns them into account ids.
+    pub by_email: Vec<(Box<str>, Want)>,
+    /// The email of members named by account id and email: the org may
+    /// hold the person under another id, and the site may not know the id.
+    pub contacts: Vec<(Box<str>, Contact)>,
 }
 
 impl OrgEntry {
     fn is_used(&self) -> bool {
         !self.upsert_rows.is_empty()
             || !self.members.is_empty()
+            || !self.by_email.is_empty()
             || !self.properties.is_empty()
             || !self.desks.is_empty()
     }
+}
+
+/// A person's email (lowercase) and the name to give a created customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub email: Box<str>,
+    pub display_name: Option<Box<str>>,
+}
+
+/// An email the input names a person by: the name to create the customer
+/// with (the first row's), and whether any row adds the person (only adds
+/// may create a customer).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailNeed {
+    pub display_name: Option<Box<str>>,
+    pub adds: bool,
+}
+
+/// How an email resolved on the site (looked up by `resolve`, applied here).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    /// The person's account id; `created`: a customer was created for it.
+    Id { account_id: Arc<str>, created: bool },
+    /// Dry run: a customer would be created.
+    WouldCreate,
+    /// The rows naming this email fail with this message.
+    Failed(Arc<str>),
+}
+
+/// What the report says of a row that named a person by email: the account
+/// id it resolved to (its `target`) and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonNote {
+    pub target: Arc<str>,
+    pub note: Arc<str>,
 }
 
 /// Where a row came from, compactly.
@@ -98,6 +140,9 @@ pub struct RowMeta {
     pub line: u32,
     pub kind: Option<Kind>,
     pub action: Option<Action>,
+    /// A member row that gives an email: its report target may become the
+    /// account id the email resolved to.
+    pub email: bool,
 }
 
 /// The input folded into a wanted state, resolved against the site's
@@ -112,6 +157,10 @@ pub struct Desired {
     pub files: Vec<Arc<str>>,
     /// Kinds that have at least one row: `--prune` only touches these.
     pub kinds: BTreeSet<Kind>,
+    /// Emails that rows name people by (lowercase), to resolve before planning.
+    pub emails: BTreeMap<Box<str>, EmailNeed>,
+    /// Rows whose person was resolved by email.
+    pub people: HashMap<RowIdx, PersonNote>,
 }
 
 impl Desired {
@@ -149,7 +198,7 @@ impl Desired {
     ) -> RowIdx {
         assert_eq!(index as usize, self.meta.len(), "rows must arrive in input order");
         let file = self.file_index(file);
-        self.meta.push(RowMeta { file, line: line.min(u32::MAX as u64) as u32, kind, action });
+        self.meta.push(RowMeta { file, line: line.min(u32::MAX as u64) as u32, kind, action, email: false });
         index as RowIdx
     }
 
@@ -199,6 +248,7 @@ impl Desired {
     pub fn add(&mut self, row: Row) -> Result<(), Settled> {
         let r = self.push_meta(row.index, &row.source.file, row.source.line, Some(row.kind), Some(row.action));
         self.kinds.insert(row.kind);
+        self.meta[r as usize].email = matches!(row.data, RowData::Member { email: Some(_), .. });
         let action = row.action;
         let (org_ref, name) = match &row.data {
             RowData::Organization { name } => (None, Some(name)),
@@ -228,8 +278,28 @@ impl Desired {
                 Action::Delete => org.delete_rows.push(r),
                 _ => org.upsert_rows.push(r),
             },
-            RowData::Member { account_id, .. } => {
-                org.members.push((account_id.into_boxed_str(), Want { action, rows: Rows::one(r), conflict: false }))
+            RowData::Member { account_id, email, display_name, .. } => {
+                let want = Want { action, rows: Rows::one(r), conflict: false };
+                let email = email.map(|e| e.to_lowercase().into_boxed_str());
+                let display_name = display_name.map(String::into_boxed_str);
+                match (account_id, email) {
+                    (Some(id), email) => {
+                        let id = id.into_boxed_str();
+                        if let Some(email) = email {
+                            org.contacts.push((id.clone(), Contact { email, display_name }));
+                        }
+                        org.members.push((id, want));
+                    }
+                    (None, Some(email)) => {
+                        org.by_email.push((email.clone(), want));
+                        let need = self.emails.entry(email).or_default();
+                        need.adds |= action == Action::Add;
+                        if need.display_name.is_none() {
+                            need.display_name = display_name;
+                        }
+                    }
+                    (None, None) => unreachable!("validation gives a member an account id or an email"),
+                }
             }
             RowData::ServiceDesk { service_desk_id, .. } => want(&mut org.desks, service_desk_id, action, r),
             RowData::Property { key, value, .. } => match org.properties.get_mut(&key) {
@@ -243,6 +313,48 @@ impl Desired {
             },
         }
         Ok(())
+    }
+}
+
+impl Desired {
+    /// Replace the members named by email with the account ids they
+    /// resolved to (`resolved` is keyed by lowercase email). Rows whose
+    /// email did not resolve are settled into `sink`: failed, or planned in
+    /// a dry run that would create the customer.
+    pub fn apply_emails(&mut self, resolved: &HashMap<Box<str>, Resolved>, sink: &mut dyn FnMut(&Desired, Settled)) {
+        let mut settled = Vec::new();
+        for (i, o) in self.orgs.iter_mut().enumerate() {
+            for (email, want) in std::mem::take(&mut o.by_email) {
+                let target: Arc<str> = Arc::from(&*email);
+                let outcome = match resolved.get(&email) {
+                    Some(Resolved::Id { account_id, created }) => {
+                        let how = if *created { "customer created" } else { "found" };
+                        let note: Arc<str> = format!("email {email}: {how}, account id {account_id}").into();
+                        for r in want.rows.iter() {
+                            self.people.insert(r, PersonNote { target: account_id.clone(), note: note.clone() });
+                        }
+                        o.members.push((Box::from(&**account_id), want));
+                        continue;
+                    }
+                    Some(Resolved::WouldCreate) => RowOutcome::new(Outcome::Planned)
+                        .with_message(format!("email {email}: no customer on the site; one would be created")),
+                    Some(Resolved::Failed(why)) => RowOutcome::failed(why.clone()),
+                    None => RowOutcome::failed(format!("email {email} was not looked up")),
+                };
+                for row in want.rows.iter() {
+                    settled.push(Settled {
+                        row,
+                        org: Some(i as OrgIdx),
+                        target: target.clone(),
+                        outcome: outcome.clone(),
+                    });
+                }
+            }
+        }
+        self.emails.clear();
+        for s in settled {
+            sink(self, s);
+        }
     }
 }
 
@@ -323,6 +435,9 @@ pub type ReadError = Arc<str>;
 #[derive(Debug, Clone, Default)]
 pub struct Live {
     pub members: HashMap<OrgIdx, Result<HashSet<Box<str>>, ReadError>>,
+    /// Members' visible emails (lowercase) → account id, of the organizations
+    /// whose members were read.
+    pub member_emails: HashMap<OrgIdx, HashMap<Box<str>, Box<str>>>,
     pub property_keys: HashMap<OrgIdx, Result<BTreeSet<String>, ReadError>>,
     /// Values of keys the input wants to `set` that exist (None = vanished).
     pub property_values: HashMap<(OrgIdx, String), Result<Option<Value>, ReadError>>,
@@ -428,6 +543,9 @@ pub struct MemberChange {
 pub struct Plan {
     pub org_ops: Vec<Op>,
     pub ops: Vec<Op>,
+    /// The email behind account ids that member operations send, for the
+    /// executor to fall back to when the site does not know the id.
+    pub contacts: HashMap<(OrgIdx, Box<str>), Contact>,
 }
 
 impl Plan {
@@ -484,6 +602,7 @@ pub fn plan(
         let idx = i as OrgIdx;
         let o = &mut d.orgs[i];
         let members = merge_members(std::mem::take(&mut o.members));
+        let contacts = sorted_contacts(std::mem::take(&mut o.contacts));
         let props = std::mem::take(&mut o.properties);
         let desks = std::mem::take(&mut o.desks);
         let d: &Desired = d;
@@ -540,10 +659,25 @@ pub fn plan(
                 Ok(current) => {
                     let empty = HashSet::new();
                     let current = current.unwrap_or(&empty);
+                    let no_emails = HashMap::new();
+                    let emails = live.member_emails.get(&idx).unwrap_or(&no_emails);
+                    let contact =
+                        |id: &str| contacts.binary_search_by(|(k, _)| (**k).cmp(id)).ok().map(|at| &contacts[at].1);
+                    // The member that holds an input row's person: by account
+                    // id, else by the email the row gives (portal-only
+                    // customers have another id on every site).
+                    let holder = |id: &str| -> Option<Box<str>> {
+                        if current.contains(id) {
+                            return Some(id.into());
+                        }
+                        contact(id).and_then(|c| emails.get(&c.email)).cloned()
+                    };
                     let mut adds = Vec::new();
                     let mut removes = Vec::new();
                     if prune_members {
-                        let listed = |m: &str| members.binary_search_by(|(k, _)| (**k).cmp(m)).is_ok();
+                        let by_email: HashSet<Box<str>> = members.iter().filter_map(|(id, _)| holder(id)).collect();
+                        let listed =
+                            |m: &str| members.binary_search_by(|(k, _)| (**k).cmp(m)).is_ok() || by_email.contains(m);
                         let mut extra: Vec<&Box<str>> = current.iter().filter(|m| !listed(m)).collect();
                         extra.sort();
                         removes.extend(extra.into_iter().map(|m| MemberChange { account_id: m.clone(), rows: None }));
@@ -556,10 +690,24 @@ pub fn plan(
                             out.conflict(&w.rows, &id, &format!("member {id}"));
                             continue;
                         }
-                        match (w.action, current.contains(&id)) {
-                            (Action::Add, false) => adds.push(MemberChange { account_id: id, rows: Some(w.rows) }),
-                            (Action::Remove, true) => removes.push(MemberChange { account_id: id, rows: Some(w.rows) }),
-                            (Action::Add, true) => out.unchanged(&w.rows, &id, "already a member"),
+                        match (w.action, holder(&id)) {
+                            (Action::Add, None) => {
+                                if let Some(c) = contact(&id) {
+                                    p.contacts.insert((idx, id.clone()), c.clone());
+                                }
+                                adds.push(MemberChange { account_id: id, rows: Some(w.rows) })
+                            }
+                            (Action::Remove, Some(held)) => {
+                                removes.push(MemberChange { account_id: held, rows: Some(w.rows) })
+                            }
+                            (Action::Add, Some(held)) if held == id => out.unchanged(&w.rows, &id, "already a member"),
+                            (Action::Add, Some(held)) => out.unchanged(
+                                &w.rows,
+                                &held,
+                                &format!(
+                                    "already a member as account id {held} (same email; {id} is another site's id)"
+                                ),
+                            ),
                             _ => out.unchanged(&w.rows, &id, "not a member"),
                         }
                     }
@@ -656,6 +804,13 @@ pub fn plan(
     p
 }
 
+/// Contacts sorted by account id, the first row's kept for an id given twice.
+fn sorted_contacts(mut v: Vec<(Box<str>, Contact)>) -> Vec<(Box<str>, Contact)> {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.dedup_by(|later, kept| later.0 == kept.0);
+    v
+}
+
 fn rows_of(v: &[RowIdx]) -> Rows {
     let mut rows = Rows::one(v[0]);
     for &r in &v[1..] {
@@ -684,7 +839,7 @@ fn chunk(ops: &mut Vec<Op>, org: OrgIdx, add: bool, changes: Vec<MemberChange>, 
 pub fn target_of(data: &RowData) -> &str {
     match data {
         RowData::Organization { .. } => "",
-        RowData::Member { account_id, .. } => account_id,
+        RowData::Member { account_id, email, .. } => account_id.as_deref().or(email.as_deref()).unwrap_or(""),
         RowData::Property { key, .. } => key,
         RowData::ServiceDesk { service_desk_id, .. } => service_desk_id,
     }
@@ -714,7 +869,7 @@ mod tests {
             Row { index, source: Source { file: self.file.clone(), line: index + 2 }, kind, action, data }
         }
         fn member(&mut self, org: &str, acc: &str, action: Action) -> Row {
-            let data = RowData::Member { org: OrgRef::Name(org.into()), account_id: acc.into() };
+            let data = RowData::member(OrgRef::Name(org.into()), acc);
             self.row(Kind::Members, action, data)
         }
         fn prop(&mut self, org: &str, key: &str, value: Value) -> Row {
@@ -898,10 +1053,10 @@ mod tests {
     fn unknown_organization_id_fails_at_once() {
         let mut r = Rows_::new();
         let mut d = Desired::new(&[org(7, "Acme")]);
-        let row = r.row(Kind::Members, Action::Add, RowData::Member { org: OrgRef::Id(99), account_id: "a".into() });
+        let row = r.row(Kind::Members, Action::Add, RowData::member(OrgRef::Id(99), "a"));
         let s = d.add(row).unwrap_err();
         assert!(s.outcome.message.as_deref().unwrap().contains("organization_id 99 does not exist"));
-        let ok = r.row(Kind::Members, Action::Add, RowData::Member { org: OrgRef::Id(7), account_id: "a".into() });
+        let ok = r.row(Kind::Members, Action::Add, RowData::member(OrgRef::Id(7), "a"));
         d.add(ok).unwrap();
         assert_eq!(d.orgs[0].name, "Acme");
     }

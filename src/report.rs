@@ -257,6 +257,8 @@ pub struct Summary {
     pub pruned_links: u64,
     /// `--prune` removals that failed (see the log); the run exits 1.
     pub prune_failures: u64,
+    /// Portal-only customers created for rows that named people by email.
+    pub customers_created: u64,
     pub counters: CounterSnapshot,
     pub elapsed: Duration,
     pub dry_run: bool,
@@ -407,6 +409,9 @@ impl std::fmt::Display for Summary {
                 plural(self.pruned_properties, "property", "properties"),
                 plural(self.pruned_links, "desk link", "desk links")
             )?;
+        }
+        if self.customers_created > 0 {
+            writeln!(f, "  customers  {} created", self.customers_created)?;
         }
         if self.prune_failures > 0 {
             writeln!(

@@ -88,9 +88,14 @@ pub const LIST_DESKS: Route = Route::new(Verb::Get, "/servicedesk");
 pub const LIST_DESK_ORGS: Route = Route::new(Verb::Get, "/servicedesk/{id}/organization");
 pub const LINK_ORG: Route = Route::new(Verb::Post, "/servicedesk/{id}/organization");
 pub const UNLINK_ORG: Route = Route::new(Verb::Delete, "/servicedesk/{id}/organization");
+pub const CREATE_CUSTOMER: Route = Route::new(Verb::Post, "/customer");
+
+/// The Jira platform's user search. Unlike every other route it is not under
+/// the JSM API base but beside it: `SITE/rest/api/3/user/search`.
+pub const SEARCH_USERS: Route = Route::new(Verb::Get, "/rest/api/3/user/search");
 
 /// Every route the tool calls.
-pub const ALL: [Route; 15] = [
+pub const ALL: [Route; 16] = [
     LIST_ORGS,
     CREATE_ORG,
     GET_ORG,
@@ -106,6 +111,7 @@ pub const ALL: [Route; 15] = [
     LIST_DESK_ORGS,
     LINK_ORG,
     UNLINK_ORG,
+    CREATE_CUSTOMER,
 ];
 
 #[cfg(test)]

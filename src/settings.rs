@@ -98,6 +98,8 @@ pub struct ImportOptions {
     /// 1..=[`MAX_CHUNK_SIZE`].
     pub chunk_size: NonZeroUsize,
     pub progress: bool,
+    /// Create portal-only customers for emails the site does not have.
+    pub create_customers: bool,
 }
 
 /// What `completions` prints.
@@ -170,6 +172,7 @@ impl Settings {
                         strict: a.strict,
                         chunk_size,
                         progress,
+                        create_customers: a.create_customers,
                     },
                 }
             }

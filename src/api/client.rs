@@ -121,7 +121,7 @@ pub struct Client {
     secrets: Arc<[String]>,
 }
 
-enum Body {
+pub(super) enum Body {
     None,
     Json(Vec<u8>),
 }
@@ -172,7 +172,7 @@ impl Client {
     /// Build `API/route?query` with the route's placeholders filled by
     /// `args` in order, each segment percent-encoded so that URL parsing
     /// cannot alter it (see [`path::join`]).
-    fn url(&self, route: Route, args: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
+    pub(super) fn url(&self, route: Route, args: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
         let mut args = args.iter();
         let segments: Vec<&str> = route
             .segments()
@@ -196,7 +196,7 @@ impl Client {
     /// failure counts as a transient error (truncated bodies happen).
     /// `attempts` counts requests actually sent: a call stopped before its
     /// first request left (an abort) reports 0.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         route: Route,
         url: Url,
@@ -331,7 +331,7 @@ impl Client {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, route: Route, url: Url) -> Result<Called<T>, ApiError> {
+    pub(super) async fn get_json<T: DeserializeOwned>(&self, route: Route, url: Url) -> Result<Called<T>, ApiError> {
         self.call(route, url, Body::None, Expect::GET, |_, b| json(b)).await
     }
 
@@ -533,7 +533,7 @@ fn paging(start: u64, limit: u64) -> [(&'static str, String); 2] {
     [("start", start.to_string()), ("limit", limit.to_string())]
 }
 
-fn json<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
+pub(super) fn json<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
     serde_json::from_slice(b).map_err(|e| truncate(&e.to_string(), 200))
 }
 

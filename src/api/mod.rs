@@ -9,12 +9,14 @@
 
 pub mod answer;
 pub mod client;
+pub mod customers;
 pub mod error;
 pub mod models;
 pub mod path;
 pub mod retry;
 
 pub use client::{Auth, Called, Client, ClientConfig, PropertyWrite};
+pub use customers::CustomerCreate;
 pub use error::{ApiError, ErrorKind};
 pub use models::{EntityProperty, Organization, Page, PropertyKeys, ServiceDesk, User};
 pub use retry::RetryPolicy;

@@ -9,16 +9,16 @@
 //! `validate` as text, so CSV and JSONL rows obey the same rules.
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use csv::ByteRecord;
 
-use super::fields::{Field, FieldSet};
+use super::fields::{self, Field, FieldSet};
+use super::text::{open_text, sniff_delimiter, TextReader};
 use super::validate::{validate, Problem, Raw, RawRow};
-use super::{open_text, InputError, RowResult, Source};
+use super::{InputError, RowResult, Source};
 use crate::model::unescape_formula;
 
 /// What the header of a CSV file says, checked once when the input opens.
@@ -30,15 +30,18 @@ pub(super) struct CsvSchema {
     width: usize,
     /// Cells were written with [`crate::model::escape_formula`].
     unescape: bool,
+    /// `,`, `;` or TAB, as the header line uses.
+    delimiter: u8,
 }
 
 /// Read and check the header of `path`; also tell whether any row follows.
 /// Returns the schema and the warnings (unknown columns, no rows).
 pub(super) fn inspect(path: &Path, display: &str, unescape: bool) -> Result<(CsvSchema, Vec<String>), InputError> {
-    let mut reader = reader(path).map_err(|e| InputError::io(path, e))?;
+    let delimiter = sniff_delimiter(path).map_err(|e| InputError::io(path, e))?;
+    let mut reader = reader(path, delimiter).map_err(|e| InputError::io(path, e))?;
     let header = reader.byte_headers().map_err(|e| InputError::io(path, csv_io(e)))?.clone();
     let mut warnings = Vec::new();
-    let mut schema = CsvSchema { columns: Vec::new(), width: header.len(), unescape };
+    let mut schema = CsvSchema { columns: Vec::new(), width: header.len(), unescape, delimiter };
     if header.is_empty() {
         warnings.push(format!("{display}: file has no rows"));
         return Ok((schema, warnings));
@@ -52,7 +55,7 @@ pub(super) fn inspect(path: &Path, display: &str, unescape: bool) -> Result<(Csv
             path: path.to_path_buf(),
             message: format!("column {} is not valid UTF-8", position + 1),
         })?;
-        let name = name.trim_start_matches('\u{feff}').trim().to_lowercase();
+        let name = name.trim_start_matches('\u{feff}').trim().to_string();
         match Field::from_name(&name) {
             Some(field) if present.contains(field) => {
                 return Err(InputError::DuplicateColumn { path: path.to_path_buf(), column: name })
@@ -62,12 +65,30 @@ pub(super) fn inspect(path: &Path, display: &str, unescape: bool) -> Result<(Csv
                 schema.columns.push((field, position));
             }
             None if name.is_empty() => {}
-            None => unknown.push(format!("`{name}`")),
+            None => unknown.push(name.clone()),
         }
         if !name.is_empty() {
             names.push(name);
         }
     }
+    // A near miss of a column that decides or is required for a kind is an
+    // error: reading on would misfile every row or fail them all.
+    for name in &unknown {
+        if let Some(field) = Field::suggest(name).filter(|&f| fields::is_required_anywhere(f) && !present.contains(f)) {
+            return Err(InputError::NearMiss {
+                path: path.to_path_buf(),
+                column: name.clone(),
+                suggestion: field.name(),
+            });
+        }
+    }
+    let mut unknown: Vec<String> = unknown
+        .iter()
+        .map(|name| match Field::suggest(name) {
+            Some(f) => format!("`{name}` (did you mean `{}`?)", f.name()),
+            None => format!("`{name}`"),
+        })
+        .collect();
 
     let kinds = present.kinds();
     if kinds.is_empty() {
@@ -103,8 +124,8 @@ pub(super) struct CsvRows {
 }
 
 impl CsvRows {
-    pub(super) fn open(path: &Path) -> io::Result<Self> {
-        Ok(CsvRows { reader: reader(path)?, record: ByteRecord::new() })
+    pub(super) fn open(path: &Path, schema: &CsvSchema) -> io::Result<Self> {
+        Ok(CsvRows { reader: reader(path, schema.delimiter)?, record: ByteRecord::new() })
     }
 
     /// The next non-blank record as a validated row, `None` at the end.
@@ -166,8 +187,12 @@ impl CsvSchema {
     }
 }
 
-fn reader(path: &Path) -> io::Result<csv::Reader<LineTee>> {
-    Ok(csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(LineTee::new(open_text(path)?)))
+fn reader(path: &Path, delimiter: u8) -> io::Result<csv::Reader<LineTee>> {
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(LineTee::new(open_text(path)?)))
 }
 
 /// Bytes already counted are forgotten once this many have piled up.
@@ -179,7 +204,7 @@ const FORGET_AFTER: usize = 64 * 1024;
 /// line: a record's position is taken before the line break that ends the
 /// previous line is consumed.)
 struct LineTee {
-    inner: BufReader<File>,
+    inner: TextReader,
     /// Bytes read from offset `kept_from` on.
     kept: Vec<u8>,
     kept_from: u64,
@@ -189,7 +214,7 @@ struct LineTee {
 }
 
 impl LineTee {
-    fn new(inner: BufReader<File>) -> Self {
+    fn new(inner: TextReader) -> Self {
         LineTee { inner, kept: Vec::new(), kept_from: 0, counted_to: 0, line: 1 }
     }
 
@@ -256,7 +281,7 @@ mod tests {
 
     fn read_all(path: &Path, unescape: bool) -> (Vec<String>, Vec<RowResult>) {
         let (schema, warnings) = inspect(path, "f.csv", unescape).unwrap();
-        let mut rows = CsvRows::open(path).unwrap();
+        let mut rows = CsvRows::open(path, &schema).unwrap();
         let file: Arc<str> = "f.csv".into();
         let mut out = Vec::new();
         while let Some(row) = rows.next_row(&schema, &file, out.len() as u64) {
@@ -277,12 +302,9 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         let rows: Vec<_> = rows.into_iter().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].data, RowData::Member { org: OrgRef::Name("Acme, Inc.".into()), account_id: "a1".into() });
+        assert_eq!(rows[0].data, RowData::member(OrgRef::Name("Acme, Inc.".into()), "a1"));
         assert_eq!(rows[0].source.to_string(), "f.csv:2");
-        assert_eq!(
-            rows[1].data,
-            RowData::Member { org: OrgRef::Name("Multi\r\nLine \"Org\"".into()), account_id: "a2".into() }
-        );
+        assert_eq!(rows[1].data, RowData::member(OrgRef::Name("Multi\r\nLine \"Org\"".into()), "a2"));
         assert_eq!(rows[1].source.line, 3);
         // the quoted newline pushes the next record down, past the blank line
         assert_eq!(rows[2].source.line, 6);
@@ -348,7 +370,7 @@ mod tests {
             (b"organization,key\n", "missing column `value`, required for properties"),
             (b"service_desk_id\n", "missing column `organization` (or `organization_id`), required for service_desks"),
             (b"organization,colour\n", "cannot tell what the file holds"),
-            (b"name,Name\n", "column `name` appears more than once"),
+            (b"name,Name\n", "column `Name` appears more than once"),
         ];
         for (i, (bytes, expected)) in cases.into_iter().enumerate() {
             let path = write(&dir, &format!("bad{i}.csv"), bytes);
@@ -361,6 +383,66 @@ mod tests {
         ));
         // organization_id stands in for organization
         assert!(inspect(&write(&dir, "i.csv", b"organization_id,account_id\n"), "x", false).is_ok());
+    }
+
+    #[test]
+    fn spreadsheet_files_semicolons_utf16_and_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let person = |email: &str, name: &str| RowData::Member {
+            org: OrgRef::Name("Acme; Ltd".into()),
+            account_id: None,
+            email: Some(email.into()),
+            display_name: Some(name.into()),
+        };
+        // Excel in most of Europe: semicolons, a CRM's own column names.
+        let semi = write(&dir, "s.csv", b"Organization;E-Mail;Full Name\n\"Acme; Ltd\";ann@example.com;Ann Smith\n");
+        let (warnings, rows) = read_all(&semi, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(rows[0].clone().unwrap().data, person("ann@example.com", "Ann Smith"));
+        // Excel's "Unicode text": UTF-16 LE with a BOM, tab-delimited, CRLF.
+        let text = "organization\tEmail Address\tdisplay-name\r\nAcme; Ltd\tbob@example.com\tBöb 😀\r\n";
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let utf16 = write(&dir, "u.csv", &bytes);
+        let (warnings, rows) = read_all(&utf16, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let row = rows[0].clone().unwrap();
+        assert_eq!(row.data, person("bob@example.com", "Böb 😀"));
+        assert_eq!(row.source.line, 2);
+        // Mixed case, spaces and an alias; `Account ID` beside an email.
+        let mixed = write(&dir, "m.csv", b"ORGANIZATION , Account ID,EMAIL\nAcme,a1,Cy@Example.com\n");
+        let (_, rows) = read_all(&mixed, false);
+        let RowData::Member { account_id, email, .. } = rows[0].clone().unwrap().data else { panic!("a member") };
+        assert_eq!((account_id.as_deref(), email.as_deref()), (Some("a1"), Some("Cy@Example.com")));
+    }
+
+    #[test]
+    fn near_misses_of_known_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        // One typo away from a required column: an error naming file and column.
+        for (header, column, meant) in [
+            (&b"organization,acount_id\n"[..], "acount_id", "account_id"),
+            (b"Organisation,Email\n", "Organisation", "organization"),
+            (b"organization,account_id,emial\n", "emial", "email"),
+            (b"organization,key,vaule\n", "vaule", "value"),
+        ] {
+            let path = write(&dir, "n.csv", header);
+            let err = inspect(&path, "x", false).unwrap_err();
+            assert!(
+                matches!(&err, InputError::NearMiss { column: c, suggestion: s, .. } if c == column && *s == meant)
+            );
+            assert!(err.to_string().ends_with(&format!("unknown column `{column}`: did you mean `{meant}`?")), "{err}");
+        }
+        // A near miss of an optional column, or of one already there: a warning.
+        let path = write(&dir, "w.csv", b"organization,account_id,email,emails,dispaly_name\nA,a,b@c.de,,\n");
+        let (warnings, rows) = read_all(&path, false);
+        assert_eq!(
+            warnings,
+            vec!["f.csv: ignoring unknown columns `emails` (did you mean `email`?), `dispaly_name` (did you mean \
+                 `display_name`?)"
+                .to_string()]
+        );
+        assert!(rows[0].is_ok());
     }
 
     #[test]

@@ -67,11 +67,33 @@ impl Field {
         }
     }
 
-    /// The field a header name or JSON key denotes: names are compared after
-    /// trimming, dropping a BOM and lowercasing.
+    /// The field a header name or JSON key denotes. Names are compared
+    /// case-insensitively with spaces, `-` and `_` alike (after trimming and
+    /// dropping a BOM), and a few spreadsheet spellings are aliases:
+    /// `email address` and `e-mail` for `email`, `full name` and
+    /// `display name` for `display_name`.
     pub(super) fn from_name(raw: &str) -> Option<Field> {
-        let name = raw.trim_start_matches('\u{feff}').trim();
-        Field::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+        let name = normalize(raw);
+        if let Some(&(_, field)) = ALIASES.iter().find(|(alias, _)| *alias == name) {
+            return Some(field);
+        }
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The known column that an unknown name is one typo away from (one
+    /// character inserted, deleted, replaced, or two neighbours swapped).
+    pub(super) fn suggest(raw: &str) -> Option<Field> {
+        let name = normalize(raw);
+        if name.chars().count() < 3 || Field::from_name(raw).is_some() {
+            return None;
+        }
+        let aliases = ALIASES.iter().copied();
+        Field::ALL
+            .into_iter()
+            .map(|f| (f.name(), f))
+            .chain(aliases)
+            .find(|(known, _)| one_typo(&name, known))
+            .map(|(_, f)| f)
     }
 
     pub(super) fn index(self) -> usize {
@@ -79,11 +101,67 @@ impl Field {
     }
 }
 
+/// Other spellings of column names (after [`normalize`]).
+const ALIASES: [(&str, Field); 4] = [
+    ("email_address", Field::Email),
+    ("e_mail", Field::Email),
+    ("e_mail_address", Field::Email),
+    ("full_name", Field::DisplayName),
+];
+
+/// A header name as it is compared: trimmed, BOM dropped, lowercase, with
+/// runs of spaces, `-` and `_` as one `_`.
+pub(super) fn normalize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut gap = false;
+    for c in raw.trim_start_matches('\u{feff}').trim().chars() {
+        if c == ' ' || c == '-' || c == '_' {
+            gap = true;
+            continue;
+        }
+        if gap && !out.is_empty() {
+            out.push('_');
+        }
+        gap = false;
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// Whether `a` becomes `b` by one insertion, deletion, replacement or swap
+/// of two neighbouring characters (but is not `b`).
+fn one_typo(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a == b {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    match ra.len().cmp(&rb.len()) {
+        std::cmp::Ordering::Equal => {
+            ra[1..] == rb[1..] || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
+        }
+        std::cmp::Ordering::Less => rb.len() == ra.len() + 1 && ra == &rb[1..],
+        std::cmp::Ordering::Greater => ra.len() == rb.len() + 1 && &ra[1..] == rb,
+    }
+}
+
 /// The fields whose non-empty value decides a row's kind, with that kind.
 /// `name` is not among them: it marks an organization only when none of
-/// these is filled.
-pub(super) const DISTINGUISHING: [(Field, Kind); 3] =
-    [(Field::AccountId, Kind::Members), (Field::Key, Kind::Properties), (Field::ServiceDeskId, Kind::ServiceDesks)];
+/// these is filled. `email` marks a member only beside an organization
+/// column (an organizations file may carry a contact email).
+pub(super) const DISTINGUISHING: [(Field, Kind); 4] = [
+    (Field::AccountId, Kind::Members),
+    (Field::Email, Kind::Members),
+    (Field::Key, Kind::Properties),
+    (Field::ServiceDeskId, Kind::ServiceDesks),
+];
+
+/// Whether a distinguishing field marks its kind, given whether the row (or
+/// header) names an organization.
+fn marks(field: Field, refers: bool) -> bool {
+    field != Field::Email || refers
+}
 
 /// Every column a row of `kind` may carry (writes use some, snapshot
 /// bookkeeping columns such as `uuid` or `email` are read and ignored).
@@ -107,7 +185,8 @@ pub(super) fn columns(kind: Kind) -> &'static [Field] {
 
 /// Columns a file (or JSONL row) of `kind` must have. The organization is
 /// named by `organization` or `organization_id`; it is listed here as
-/// `organization`.
+/// `organization`. A member is named by `account_id` or `email`; it is
+/// listed here as `account_id`.
 pub(super) fn required(kind: Kind) -> &'static [Field] {
     match kind {
         Kind::Organizations => &[Field::Name],
@@ -117,9 +196,17 @@ pub(super) fn required(kind: Kind) -> &'static [Field] {
     }
 }
 
-/// The field a report shows as `target` for rows of `kind`.
-pub(super) fn target(kind: Kind) -> Option<Field> {
-    DISTINGUISHING.into_iter().find(|&(_, k)| k == kind).map(|(f, _)| f)
+/// The fields a report shows as `target` for rows of `kind`, the first
+/// filled one winning.
+pub(super) fn target(kind: Kind) -> impl Iterator<Item = Field> {
+    DISTINGUISHING.into_iter().filter(move |&(_, k)| k == kind).map(|(f, _)| f)
+}
+
+/// Fields that some kind requires, or that decide a kind: an unknown
+/// column one typo away from one of these is an error, not a warning.
+pub(super) fn is_required_anywhere(field: Field) -> bool {
+    DISTINGUISHING.iter().any(|&(f, _)| f == field)
+        || matches!(field, Field::Name | Field::Organization | Field::OrganizationId | Field::Value)
 }
 
 /// A set of fields (a header, or the keys of one JSON object).
@@ -138,8 +225,13 @@ impl FieldSet {
     /// The kinds of row that these columns can express: one per
     /// distinguishing column, and organizations when `name` is there.
     pub(super) fn kinds(self) -> Vec<Kind> {
-        let mut kinds: Vec<Kind> =
-            DISTINGUISHING.into_iter().filter(|&(f, _)| self.contains(f)).map(|(_, k)| k).collect();
+        let refers = self.contains(Field::Organization) || self.contains(Field::OrganizationId);
+        let mut kinds: Vec<Kind> = Vec::new();
+        for (f, k) in DISTINGUISHING {
+            if self.contains(f) && marks(f, refers) && !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
         if self.contains(Field::Name) {
             kinds.insert(0, Kind::Organizations);
         }
@@ -163,6 +255,7 @@ impl FieldSet {
     pub(super) fn missing_for(self, kind: Kind) -> Option<Field> {
         required(kind).iter().copied().find(|&f| match f {
             Field::Organization => !self.contains(Field::Organization) && !self.contains(Field::OrganizationId),
+            Field::AccountId => !self.contains(Field::AccountId) && !self.contains(Field::Email),
             _ => !self.contains(f),
         })
     }
@@ -198,15 +291,20 @@ pub(super) enum NoKind {
 /// members export that also carries a person's `name` must never turn a row
 /// with a blank `account_id` into a new organization.
 pub(super) fn classify(fill: impl Fn(Field) -> Fill) -> Result<Kind, NoKind> {
-    let filled: Vec<(Field, Kind)> = DISTINGUISHING.into_iter().filter(|&(f, _)| fill(f) == Fill::Filled).collect();
-    match filled.as_slice() {
-        [(_, kind)] => return Ok(*kind),
-        [_, _, ..] => return Err(NoKind::Mixed(filled.iter().map(|&(f, _)| f).collect())),
-        [] => {}
-    }
-    let present: Vec<Kind> =
-        DISTINGUISHING.into_iter().filter(|&(f, _)| fill(f) != Fill::Absent).map(|(_, k)| k).collect();
     let refers = fill(Field::Organization) != Fill::Absent || fill(Field::OrganizationId) != Fill::Absent;
+    let filled: Vec<(Field, Kind)> =
+        DISTINGUISHING.into_iter().filter(|&(f, _)| marks(f, refers) && fill(f) == Fill::Filled).collect();
+    match filled.as_slice() {
+        [] => {}
+        [(_, kind), rest @ ..] if rest.iter().all(|(_, k)| k == kind) => return Ok(*kind),
+        _ => return Err(NoKind::Mixed(filled.iter().map(|&(f, _)| f).collect())),
+    }
+    let mut present: Vec<Kind> = DISTINGUISHING
+        .into_iter()
+        .filter(|&(f, _)| marks(f, refers) && fill(f) != Fill::Absent)
+        .map(|(_, k)| k)
+        .collect();
+    present.dedup();
     match (present.as_slice(), fill(Field::Name)) {
         ([kind], _) => Ok(*kind),
         ([], Fill::Filled | Fill::Empty) if !refers => Ok(Kind::Organizations),
@@ -234,6 +332,25 @@ mod tests {
         }
         assert_eq!(Field::from_name("\u{feff} Account_ID "), Some(Field::AccountId));
         assert_eq!(Field::from_name("nickname"), None);
+        for (name, field) in [
+            ("Account ID", Field::AccountId),
+            ("account-id", Field::AccountId),
+            ("Service Desk  Id", Field::ServiceDeskId),
+            ("Email Address", Field::Email),
+            ("E-mail", Field::Email),
+            ("e_mail", Field::Email),
+            ("Full name", Field::DisplayName),
+            ("Display Name", Field::DisplayName),
+        ] {
+            assert_eq!(Field::from_name(name), Some(field), "{name}");
+        }
+        assert_eq!(Field::suggest("acount_id"), Some(Field::AccountId));
+        assert_eq!(Field::suggest("emial"), Some(Field::Email));
+        assert_eq!(Field::suggest("Organisation"), Some(Field::Organization));
+        assert_eq!(Field::suggest("fullname"), Some(Field::DisplayName));
+        assert_eq!(Field::suggest("email"), None, "a known name is no typo");
+        assert_eq!(Field::suggest("colour"), None);
+        assert_eq!(Field::suggest("ky"), None, "too short to guess");
     }
 
     #[test]
@@ -272,5 +389,17 @@ mod tests {
         assert_eq!(classify(row(&[(AccountId, Filled), (Key, Filled)])), Err(NoKind::Mixed(vec![AccountId, Key])));
         assert_eq!(classify(row(&[(AccountId, Empty), (Key, Empty)])), Err(NoKind::Unknown));
         assert_eq!(classify(row(&[(Organization, Filled)])), Err(NoKind::Unknown));
+        // An email names a member beside an organization; both id and email is one member.
+        assert_eq!(classify(row(&[(Organization, Filled), (Email, Filled)])), Ok(Kind::Members));
+        assert_eq!(classify(row(&[(Organization, Filled), (Email, Filled), (AccountId, Filled)])), Ok(Kind::Members));
+        assert_eq!(classify(row(&[(Organization, Filled), (Email, Empty)])), Ok(Kind::Members));
+        assert_eq!(classify(row(&[(Name, Filled), (Email, Filled)])), Ok(Kind::Organizations));
+        assert_eq!(
+            classify(row(&[(OrganizationId, Filled), (Email, Filled), (Key, Filled)])),
+            Err(NoKind::Mixed(vec![Email, Key]))
+        );
+        let crm = set(&[Field::Organization, Field::Email, Field::DisplayName]);
+        assert_eq!(crm.kinds(), vec![Kind::Members]);
+        assert_eq!(crm.missing_for(Kind::Members), None);
     }
 }

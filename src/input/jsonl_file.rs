@@ -12,8 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +21,9 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_json::Value;
 
 use super::fields::{Field, FieldSet};
+use super::text::{open_text, TextReader};
 use super::validate::{json_error, validate, Problem, Raw, RawRow};
-use super::{open_text, InputError, RowResult, Source};
+use super::{InputError, RowResult, Source};
 
 /// Unknown keys named in one warning, at most.
 const MAX_UNKNOWN_NAMED: usize = 20;
@@ -49,7 +49,13 @@ pub(super) fn inspect(path: &Path, display: &str) -> Result<Vec<String>, InputEr
     }
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
-        let named: Vec<String> = unknown.iter().map(|k| format!("`{k}`")).collect();
+        let named: Vec<String> = unknown
+            .iter()
+            .map(|k| match Field::suggest(k) {
+                Some(f) => format!("`{k}` (did you mean `{}`?)", f.name()),
+                None => format!("`{k}`"),
+            })
+            .collect();
         warnings.push(format!(
             "{display}: ignoring unknown keys {}{}",
             named.join(", "),
@@ -64,7 +70,7 @@ pub(super) fn inspect(path: &Path, display: &str) -> Result<Vec<String>, InputEr
 
 /// A JSONL file being streamed.
 pub(super) struct JsonlRows {
-    reader: BufReader<File>,
+    reader: TextReader,
     buf: Vec<u8>,
     line: u64,
 }

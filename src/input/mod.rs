@@ -19,11 +19,11 @@ mod csv_file;
 mod fields;
 mod jsonl_file;
 mod set;
+mod text;
 mod validate;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -133,9 +133,13 @@ pub enum RowData {
     Organization {
         name: String,
     },
+    /// A person named by account id, by email, or both (the id is tried
+    /// first; the email is the fallback where the site does not know it).
     Member {
         org: OrgRef,
-        account_id: String,
+        account_id: Option<String>,
+        email: Option<String>,
+        display_name: Option<String>,
     },
     /// `value` is `Null` when a `delete` row leaves it out.
     Property {
@@ -147,6 +151,13 @@ pub enum RowData {
         org: OrgRef,
         service_desk_id: String,
     },
+}
+
+impl RowData {
+    /// A member row naming the person by account id only.
+    pub fn member(org: OrgRef, account_id: &str) -> RowData {
+        RowData::Member { org, account_id: Some(account_id.to_owned()), email: None, display_name: None }
+    }
 }
 
 /// A valid input row.
@@ -219,6 +230,8 @@ pub enum InputError {
         .kind
     )]
     MissingColumn { path: PathBuf, kind: Kind, column: &'static str },
+    #[error("{}: unknown column `{}`: did you mean `{}`?", .path.display(), .column, .suggestion)]
+    NearMiss { path: PathBuf, column: String, suggestion: &'static str },
     #[error("{}: column `{}` appears more than once", .path.display(), .column)]
     DuplicateColumn { path: PathBuf, column: String },
     #[error("{}: header: {}", .path.display(), .message)]
@@ -233,20 +246,4 @@ impl InputError {
     fn io(path: &Path, source: io::Error) -> Self {
         InputError::Io { path: path.to_path_buf(), source }
     }
-}
-
-/// Open a file for reading, past a UTF-8 byte order mark if it has one.
-fn open_text(path: &Path) -> io::Result<BufReader<File>> {
-    let mut reader = BufReader::with_capacity(64 * 1024, File::open(path)?);
-    let starts_with_bom = loop {
-        match reader.fill_buf() {
-            Ok(buf) => break buf.starts_with(b"\xEF\xBB\xBF"),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    if starts_with_bom {
-        reader.consume(3);
-    }
-    Ok(reader)
 }

@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
             return Err(InputError::Changed { path: spec.path.clone() });
         }
         Ok(match &spec.format {
-            Format::Csv(schema) => Reader::Csv(CsvRows::open(&spec.path).map_err(io)?, schema),
+            Format::Csv(schema) => Reader::Csv(CsvRows::open(&spec.path, schema).map_err(io)?, schema),
             Format::Jsonl => Reader::Jsonl(JsonlRows::open(&spec.path).map_err(io)?),
         })
     }
@@ -371,7 +371,12 @@ mod tests {
                     2,
                     Kind::Members,
                     Action::Add,
-                    RowData::Member { org: acme(), account_id: "5b10ac8d82e05b22cc7d4ef5".into() }
+                    RowData::Member {
+                        org: acme(),
+                        account_id: Some("5b10ac8d82e05b22cc7d4ef5".into()),
+                        email: Some("ann@example.com".into()),
+                        display_name: Some("Ann".into())
+                    }
                 ),
                 (
                     3,

@@ -125,9 +125,7 @@ fn check(raw: &RawRow<'_>, kind: Kind) -> Result<(Action, RowData), Problem> {
     let action = action(raw.get(Field::Action), kind)?;
     let data = match kind {
         Kind::Organizations => RowData::Organization { name: org_name(raw.get(Field::Name), Field::Name)?.to_owned() },
-        Kind::Members => {
-            RowData::Member { org: org_ref(raw)?, account_id: account_id(raw.get(Field::AccountId))?.to_owned() }
-        }
+        Kind::Members => member(raw)?,
         Kind::Properties => RowData::Property {
             org: org_ref(raw)?,
             key: property_key(raw.get(Field::Key))?.to_owned(),
@@ -151,7 +149,7 @@ fn invalid_row(raw: &RawRow<'_>, index: u64, source: Source, kind: Option<Kind>,
         Some(kind) => (
             raw.get(Field::Organization).display(),
             raw.get(Field::OrganizationId).display(),
-            fields::target(kind).and_then(|f| raw.get(f).display()),
+            fields::target(kind).find_map(|f| raw.get(f).display()),
         ),
         None => (
             raw.get(Field::Organization).display().or_else(|| raw.get(Field::Name).display()),
@@ -248,6 +246,54 @@ fn org_id(raw: Raw<'_>) -> Result<Option<u64>, Problem> {
             Some(id) if id > 0 => Ok(Some(id)),
             _ => Err(bad(&v.to_string())),
         },
+    }
+}
+
+/// A member row: the organization and the person, by `account_id`,
+/// `email` or both; `display_name` is the name a created customer gets.
+fn member(raw: &RawRow<'_>) -> Result<RowData, Problem> {
+    let org = org_ref(raw)?;
+    let filled = |f: Field| raw.get(f).fill() == Fill::Filled;
+    let account_id =
+        if filled(Field::AccountId) { Some(account_id(raw.get(Field::AccountId))?.to_owned()) } else { None };
+    let email = if filled(Field::Email) { email(raw.get(Field::Email))? } else { None };
+    if account_id.is_none() && email.is_none() {
+        return Err(Problem::field(Field::AccountId, "missing: give the person's `account_id` or `email`"));
+    }
+    let display_name = text(raw.get(Field::DisplayName), Field::DisplayName)?
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    Ok(RowData::Member { org, account_id, email: email.map(str::to_owned), display_name })
+}
+
+/// Longest email address, in bytes (RFC 5321).
+const MAX_EMAIL_BYTES: usize = 254;
+
+/// An email address: `local@domain.tld`, no spaces, at most 254 bytes;
+/// surrounding spaces are dropped. `None` when the cell is blank.
+fn email(raw: Raw<'_>) -> Result<Option<&str>, Problem> {
+    let Some(text) = text(raw, Field::Email)?.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let valid = text.len() <= MAX_EMAIL_BYTES
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>' | '"'))
+        && match text.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && domain
+                        .split('.')
+                        .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
+            }
+            None => false,
+        };
+    if valid {
+        Ok(Some(text))
+    } else {
+        Err(Problem::field(Field::Email, format!("`{text}` is not an email address")))
     }
 }
 
@@ -420,7 +466,7 @@ mod tests {
     fn org_ref_prefers_name_and_checks_id() {
         let raw = csv_row(&[(Field::Organization, "Acme"), (Field::OrganizationId, "12"), (Field::AccountId, "abc")]);
         let row = validate(&raw, 0, source()).unwrap();
-        assert_eq!(row.data, RowData::Member { org: OrgRef::Name("Acme".into()), account_id: "abc".into() });
+        assert_eq!(row.data, RowData::member(OrgRef::Name("Acme".into()), "abc"));
         let raw = csv_row(&[(Field::OrganizationId, "12"), (Field::AccountId, "abc")]);
         let RowData::Member { org, .. } = validate(&raw, 0, source()).unwrap().data else { panic!("member expected") };
         assert_eq!(org, OrgRef::Id(12));
@@ -444,6 +490,36 @@ mod tests {
         let long = "x".repeat(129);
         let too_long = invalid(&csv_row(&[(Field::Organization, "A"), (Field::AccountId, &long)]));
         assert!(too_long.message.contains("129 bytes"), "{}", too_long.message);
+    }
+
+    #[test]
+    fn members_by_email() {
+        let row = validate(
+            &csv_row(&[(Field::Organization, "A"), (Field::Email, " Ann@Example.com "), (Field::DisplayName, " Ann ")]),
+            0,
+            source(),
+        )
+        .unwrap();
+        assert_eq!(
+            row.data,
+            RowData::Member {
+                org: OrgRef::Name("A".into()),
+                account_id: None,
+                email: Some("Ann@Example.com".into()),
+                display_name: Some("Ann".into())
+            }
+        );
+        for bad in ["ann", "ann@", "@example.com", "ann@example", "a b@example.com", "ann@@example.com", "ann@-x.com"] {
+            let raw = csv_row(&[(Field::Organization, "A"), (Field::AccountId, "a1"), (Field::Email, bad)]);
+            let e = invalid(&raw);
+            assert_eq!(e.field.as_deref(), Some("email"), "{bad}");
+            assert_eq!(e.message, format!("in.csv:7: field `email`: `{bad}` is not an email address"));
+            assert_eq!(e.target.as_deref(), Some("a1"));
+        }
+        let e = invalid(&csv_row(&[(Field::Organization, "A"), (Field::Email, "x@y")]));
+        assert_eq!(e.target.as_deref(), Some("x@y"), "an email-only row's target is its email");
+        let e = invalid(&csv_row(&[(Field::Organization, "A"), (Field::Email, ""), (Field::AccountId, "")]));
+        assert_eq!(e.message, "in.csv:7: field `account_id`: missing: give the person's `account_id` or `email`");
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub(crate) fn import_options(input: &Path, report: &Path) -> ImportOptions {
         strict: false,
         chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
+        create_customers: false,
     }
 }
 

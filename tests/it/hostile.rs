@@ -80,6 +80,7 @@ async fn every_hostile_row_fails_alone_and_the_rest_is_applied() {
         strict: false,
         chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
+        create_customers: false,
     };
     let summary = import(&c, &opts).await.unwrap();
     let warnings = summary.warnings.join("\n");

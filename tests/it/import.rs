@@ -1428,6 +1428,7 @@ async fn a_flaky_site_still_ends_in_the_exact_state_without_duplicates() {
         strict: false,
         chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
+        create_customers: true,
     };
     let summary = jsm_orgs::import::import(&client, &opts).await.expect("the import runs to the end");
     assert_eq!(summary.failed(), 0, "{:#?}", read_report(&report));
