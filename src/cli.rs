@@ -198,6 +198,14 @@ pub struct ExportArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// CSV files start with a UTF-8 byte order mark, so Excel reads them as UTF-8.
+    #[arg(long)]
+    pub excel: bool,
+
+    /// After the export, keep only the newest N snapshots of this site beside --out (older ones this tool wrote are removed).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -224,6 +232,10 @@ pub struct ImportArgs {
     /// Validate every row first and send nothing if any row is invalid.
     #[arg(long)]
     pub strict: bool,
+
+    /// Import a snapshot folder whose files no longer match its manifest (edited on purpose).
+    #[arg(long)]
+    pub allow_edited: bool,
 
     /// Account ids per add/remove-members call (1..=50).
     #[arg(long, default_value_t = 50)]

@@ -92,6 +92,7 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
         report: base.join("report.csv"),
         prune: false,
         strict: false,
+        allow_edited: false,
         chunk_size: NonZeroUsize::new(crate::settings::MAX_CHUNK_SIZE).expect("non-zero"),
         progress,
         create_customers: true,
@@ -117,6 +118,8 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
             overwrite: true,
             site: sandbox.url(),
             progress,
+            excel: false,
+            keep: None,
         },
     )
     .await;

@@ -16,14 +16,16 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::api::{ApiError, Client, ErrorKind};
+use crate::api::{ApiError, Client, ErrorKind, ServiceDesk};
+use crate::desks::{self, DeskDirectory};
 use crate::executor::{self, ExecContext, Fallback, OpDone, ReadDone, ReadTask};
-use crate::input::{InputError, InputSet, InvalidRow, OrgRef, RowData};
+use crate::input::{InputError, InputSet, InvalidRow, Kind, OrgRef, RowData};
 use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
 use crate::resolve::Resolver;
 use crate::settings::ImportOptions;
+use crate::snapshot::{self, manifest::MANIFEST};
 use crate::throttle::CounterSnapshot;
 
 /// Invalid rows named on stderr as they are read; the rest are in the report.
@@ -35,6 +37,9 @@ pub enum ImportError {
     /// Unreadable or malformed input: nothing was sent (exit 2).
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A snapshot folder failed verification: nothing was sent (exit 2).
+    #[error("{0}")]
+    Snapshot(String),
     /// `--strict` found invalid rows: nothing was sent (exit 2).
     #[error("--strict: {0} invalid rows, nothing was sent (see the report {1})")]
     Strict(u64, PathBuf),
@@ -153,6 +158,7 @@ fn invalid_row(inv: &InvalidRow) -> ReportRow {
 pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, ImportError> {
     let started = Instant::now();
     let counted_from = client.throttle().snapshot();
+    verify_snapshots(&opts.paths, opts.allow_edited)?;
     let input = InputSet::open(&opts.paths)?;
     for w in input.warnings() {
         tracing::warn!("{w}");
@@ -216,15 +222,24 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     let resolver = Arc::new(Resolver::new(client.clone(), opts.create_customers, opts.dry_run));
     resolve_people(client, &resolver, &mut d, &mut run).await?;
 
-    // 3. Read only the live state the plan needs.
-    let live = match read_live(client, &d, &mut run).await {
+    // 3. Desks named by rows (key or id) become the site's ids; rows naming
+    //    a desk the site lacks fail now, in a dry run as in the real run.
+    let site_desks = match resolve_desks(client, &mut d, &mut run).await? {
+        Ok(desks) => desks,
+        Err(e) => {
+            return finish_aborted(&input, &d, run, &e, client.throttle().snapshot().since(&counted_from), started)
+        }
+    };
+
+    // 4. Read only the live state the plan needs.
+    let live = match read_live(client, &d, &mut run, site_desks).await {
         Ok(live) => live,
         Err(e) => {
             return finish_aborted(&input, &d, run, &e, client.throttle().snapshot().since(&counted_from), started)
         }
     };
 
-    // 4. Plan; rows that need no call are settled now.
+    // 5. Plan; rows that need no call are settled now.
     let mut settle_err = None;
     let mut plan = {
         let run = &mut run;
@@ -242,7 +257,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     drop(live);
     tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
 
-    // 5. Organizations first: creates give the ids everything else needs.
+    // 6. Organizations first: creates give the ids everything else needs.
     let mut create_errors = HashMap::new();
     let ctx = ExecContext {
         names: Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect()),
@@ -263,7 +278,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     }
     drop(stream);
 
-    // 6. Members, properties and desk links.
+    // 7. Members, properties and desk links.
     let ctx = ExecContext { org_ids: Arc::new(run.org_ids.clone()), create_errors: Arc::new(create_errors), ..ctx };
     run.progress.phase("changes");
     run.progress.add_work(plan.ops.len() as u64);
@@ -307,6 +322,33 @@ async fn resolve_people(
     settle_err.map_or(Ok(()), Err)
 }
 
+/// Every input folder holding a `manifest.json` must be an intact
+/// snapshot before anything is sent, unless `--allow-edited`.
+fn verify_snapshots(paths: &[PathBuf], allow_edited: bool) -> Result<(), ImportError> {
+    for dir in paths.iter().filter(|p| p.is_dir() && p.join(MANIFEST).is_file()) {
+        let problem = match snapshot::verify(dir) {
+            Ok(report) if report.is_intact() => continue,
+            Ok(report) => {
+                let damaged: Vec<String> = report
+                    .damaged()
+                    .map(|f| format!("{}: {}", f.name, f.problem.as_deref().unwrap_or_default()))
+                    .collect();
+                format!("{} is a damaged snapshot: {}", dir.display(), damaged.join("; "))
+            }
+            Err(e) => e.to_string(),
+        };
+        if allow_edited {
+            tracing::warn!("{problem}; importing it anyway (--allow-edited)");
+            continue;
+        }
+        return Err(ImportError::Snapshot(format!(
+            "{problem}; nothing was sent. If it was edited on purpose, import it with --allow-edited \
+             (or copy the data files out of the snapshot folder and import those)"
+        )));
+    }
+    Ok(())
+}
+
 fn conc(client: &Client) -> usize {
     client.throttle().concurrency()
 }
@@ -336,8 +378,42 @@ fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) ->
     Err(ImportError::Strict(invalid, opts.report.clone()))
 }
 
+/// List the site's desks when rows name desks (or `--prune` may unlink
+/// any), and resolve every row's desk to the site's id. Returns the list.
+async fn resolve_desks(
+    client: &Client,
+    d: &mut Desired,
+    run: &mut Run<'_>,
+) -> Result<Result<Option<Vec<ServiceDesk>>, ApiError>, ImportError> {
+    let named = d.orgs.iter().any(|o| !o.desks.is_empty());
+    let pruning = run.opts.prune && d.kinds.contains(&Kind::ServiceDesks);
+    if !named && !pruning {
+        return Ok(Ok(None));
+    }
+    let listed = match client.all_service_desks().await {
+        Ok(listed) => listed.value,
+        Err(e) => return Ok(Err(e)),
+    };
+    let directory = DeskDirectory::new(&listed);
+    let mut settle_err = None;
+    desks::resolve_desks(d, &directory, &mut |d, s| {
+        if settle_err.is_none() {
+            settle_err = run.record(d, s).err();
+        }
+    });
+    if let Some(e) = settle_err {
+        return Err(e);
+    }
+    Ok(Ok(Some(listed)))
+}
+
 /// Read members, property keys and values, and desk links as the plan needs.
-async fn read_live(client: &Client, d: &Desired, run: &mut Run<'_>) -> Result<Live, ApiError> {
+async fn read_live(
+    client: &Client,
+    d: &Desired,
+    run: &mut Run<'_>,
+    site_desks: Option<Vec<ServiceDesk>>,
+) -> Result<Live, ApiError> {
     let reads = plan::reads(d, run.opts.prune);
     let mut tasks: Vec<ReadTask> = Vec::new();
     tasks.extend(reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)));
@@ -345,8 +421,11 @@ async fn read_live(client: &Client, d: &Desired, run: &mut Run<'_>) -> Result<Li
     let mut desks = reads.desks.clone();
     let mut live = Live::default();
     if reads.all_desks {
-        let all = client.all_service_desks().await?;
-        for desk in all.value {
+        let all = match site_desks {
+            Some(listed) => listed,
+            None => client.all_service_desks().await?.value,
+        };
+        for desk in all {
             if let Some(key) = desk.project_key {
                 live.desk_keys.insert(desk.id.clone(), key);
             }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod demo;
+pub mod desks;
 pub mod error;
 pub mod executor;
 pub mod import;

@@ -52,12 +52,48 @@ pub struct PropertyRecord {
     pub value: serde_json::Value,
 }
 
-/// One organization ↔ service desk link (`service_desks.jsonl`).
+/// One organization ↔ service desk link (`service_desks.jsonl`). The desk's
+/// project key and name travel with its id because ids differ between
+/// sites: an import resolves the desk by `project_key` first. Snapshots
+/// written before they existed have neither.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeskLinkRecord {
     pub organization: String,
     pub organization_id: u64,
     pub service_desk_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
+}
+
+impl DeskLinkRecord {
+    /// A link naming its desk by id only (no project key or name).
+    pub fn by_id(organization: impl Into<String>, organization_id: u64, service_desk_id: impl Into<String>) -> Self {
+        DeskLinkRecord {
+            organization: organization.into(),
+            organization_id,
+            service_desk_id: service_desk_id.into(),
+            project_key: None,
+            project_name: None,
+        }
+    }
+}
+
+/// The `created` of an organization as ISO-8601 text: the DateDTO's
+/// `iso8601` (or `jira`), a bare string as it is, else compact JSON. This is
+/// the CSV column (spreadsheets sort it) and what `diff` compares, so a CSV
+/// and a JSONL snapshot of one site agree.
+pub fn created_text(created: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match created {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => match m.get("iso8601").or_else(|| m.get("jira")) {
+            Some(Value::String(s)) => s.clone(),
+            _ => created.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Value of `csv_formula_escape` in `manifest.json` for CSV snapshots whose
@@ -88,6 +124,17 @@ pub fn unescape_formula(cell: &str) -> &str {
     cell.strip_prefix('\'').unwrap_or(cell)
 }
 
+/// Undo the export's escape in a CSV that has no manifest beside it (a file
+/// copied out of a snapshot, maybe through a spreadsheet): a cell that
+/// starts with `'` followed by `=`, `+`, `-`, `@`, tab or CR loses the `'`.
+/// Other cells are left as they are (`'quoted` stays `'quoted`).
+pub fn unescape_formula_marker(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +147,27 @@ mod tests {
         assert_eq!(escape_formula("=1+1"), "'=1+1");
         assert_eq!(escape_formula("plain"), "plain");
         assert_eq!(escape_formula("'x"), "''x");
+    }
+
+    #[test]
+    fn a_formula_marker_is_undone_without_a_manifest() {
+        for s in ["=SUM(A1)", "+1", "-2", "@x", "\tx", "\rx"] {
+            assert_eq!(unescape_formula_marker(&escape_formula(s)), s, "{s:?}");
+        }
+        for s in ["'quoted", "plain", "'", "", "a'=b"] {
+            assert_eq!(unescape_formula_marker(s), s, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn created_text_is_the_iso_string() {
+        use serde_json::json;
+        assert_eq!(
+            created_text(&json!({"iso8601": "2024-01-02T03:04:05+0000", "epochMillis": 1})),
+            "2024-01-02T03:04:05+0000"
+        );
+        assert_eq!(created_text(&json!("2024-01-02")), "2024-01-02");
+        assert_eq!(created_text(&json!({"epochMillis": 1})), "{\"epochMillis\":1}");
     }
 
     #[test]

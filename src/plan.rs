@@ -41,7 +41,7 @@ impl Rows {
     pub fn one(r: RowIdx) -> Rows {
         Rows { first: r, more: None }
     }
-    fn push(&mut self, r: RowIdx) {
+    pub fn push(&mut self, r: RowIdx) {
         self.more.get_or_insert_with(Default::default).push(r);
     }
     pub fn iter(&self) -> impl Iterator<Item = RowIdx> + '_ {

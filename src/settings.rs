@@ -95,6 +95,8 @@ pub struct ImportOptions {
     pub report: PathBuf,
     pub prune: bool,
     pub strict: bool,
+    /// Import a snapshot folder that fails verification (edited on purpose).
+    pub allow_edited: bool,
     /// 1..=[`MAX_CHUNK_SIZE`].
     pub chunk_size: NonZeroUsize,
     pub progress: bool,
@@ -151,7 +153,15 @@ impl Settings {
                     overwrite: a.overwrite,
                     site: conn.site_display.clone(),
                     progress,
+                    excel: a.excel,
+                    keep: a.keep,
                 };
+                if opts.keep == Some(0) {
+                    return usage("--keep must be at least 1 (the new snapshot)");
+                }
+                if opts.excel && opts.format != Format::Csv {
+                    return usage("--excel needs --format csv");
+                }
                 Task::Export { conn, opts }
             }
             Command::Import(a) => {
@@ -170,6 +180,7 @@ impl Settings {
                         report,
                         prune: a.prune,
                         strict: a.strict,
+                        allow_edited: a.allow_edited,
                         chunk_size,
                         progress,
                         create_customers: a.create_customers,

@@ -39,6 +39,7 @@ fn summary_json(s: &ExportSummary) -> serde_json::Value {
         "properties": s.properties,
         "service_desk_links": s.service_desk_links,
         "vanished_organizations": s.vanished_organizations,
+        "removed_snapshots": s.removed_snapshots,
         "requests": s.requests,
         "retries": s.retries,
         "rate_limited": s.rate_limited,

@@ -19,7 +19,7 @@ use super::fields::{self, Field, FieldSet};
 use super::text::{open_text, sniff_delimiter, TextReader};
 use super::validate::{validate, Problem, Raw, RawRow};
 use super::{InputError, RowResult, Source};
-use crate::model::unescape_formula;
+use crate::model::{unescape_formula, unescape_formula_marker};
 
 /// What the header of a CSV file says, checked once when the input opens.
 #[derive(Debug)]
@@ -179,7 +179,8 @@ impl CsvSchema {
         raw.problem = problem;
         for field in Field::ALL {
             if let Some(text) = &cells[field.index()] {
-                let text = if self.unescape { unescape_formula(text) } else { text };
+                // Without a manifest, only the export's own marker is undone.
+                let text = if self.unescape { unescape_formula(text) } else { unescape_formula_marker(text) };
                 raw.set(field, Raw::Text(text));
             }
         }
@@ -446,13 +447,15 @@ mod tests {
     }
 
     #[test]
-    fn formula_unescape_only_when_asked() {
+    fn formula_unescape_every_cell_when_asked_else_only_the_marker() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "o.csv", b"name\n'=SUM(1)\n''quoted\n");
         let names =
             |unescape| -> Vec<RowData> { read_all(&path, unescape).1.into_iter().map(|r| r.unwrap().data).collect() };
         let name = |s: &str| RowData::Organization { name: s.into() };
         assert_eq!(names(true), vec![name("=SUM(1)"), name("'quoted")]);
-        assert_eq!(names(false), vec![name("'=SUM(1)"), name("''quoted")]);
+        // Without a manifest: `'` before a formula character is the export's
+        // marker, any other leading `'` is data.
+        assert_eq!(names(false), vec![name("=SUM(1)"), name("''quoted")]);
     }
 }

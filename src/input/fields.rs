@@ -26,10 +26,12 @@ pub(super) enum Field {
     Created,
     Email,
     DisplayName,
+    ProjectKey,
+    ProjectName,
 }
 
 impl Field {
-    pub(super) const COUNT: usize = 14;
+    pub(super) const COUNT: usize = 16;
     pub(super) const ALL: [Field; Field::COUNT] = [
         Field::Name,
         Field::Organization,
@@ -45,6 +47,8 @@ impl Field {
         Field::Created,
         Field::Email,
         Field::DisplayName,
+        Field::ProjectKey,
+        Field::ProjectName,
     ];
 
     /// The column name as it appears in headers, JSON keys and messages.
@@ -64,6 +68,8 @@ impl Field {
             Field::Created => "created",
             Field::Email => "email",
             Field::DisplayName => "display_name",
+            Field::ProjectKey => "project_key",
+            Field::ProjectName => "project_name",
         }
     }
 
@@ -179,7 +185,14 @@ pub(super) fn columns(kind: Kind) -> &'static [Field] {
             Field::DisplayName,
         ],
         Kind::Properties => &[Field::Organization, Field::OrganizationId, Field::Key, Field::Value, Field::Action],
-        Kind::ServiceDesks => &[Field::Organization, Field::OrganizationId, Field::ServiceDeskId, Field::Action],
+        Kind::ServiceDesks => &[
+            Field::Organization,
+            Field::OrganizationId,
+            Field::ServiceDeskId,
+            Field::ProjectKey,
+            Field::ProjectName,
+            Field::Action,
+        ],
     }
 }
 

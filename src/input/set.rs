@@ -313,11 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // written in a scrambled order: the snapshot order must win
-        write(
-            d,
-            "service_desks.jsonl",
-            &jsonl(&[DeskLinkRecord { organization: "Acme".into(), organization_id: 10, service_desk_id: "2".into() }]),
-        );
+        write(d, "service_desks.jsonl", &jsonl(&[DeskLinkRecord::by_id("Acme", 10, "2")]));
         write(
             d,
             "properties.jsonl",
@@ -402,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_snapshot_dir_unescapes_formulas_only_there() {
+    fn csv_snapshot_dir_unescapes_every_cell_elsewhere_only_the_marker() {
         let dir = tempfile::tempdir().unwrap();
         let snap = dir.path().join("snap");
         fs::create_dir(&snap).unwrap();
@@ -418,7 +414,7 @@ mod tests {
             &format!("organization,organization_id,key,value\n{},1,{},{}\n", cell("=SUM(1)"), cell("-k"), cell("-5"),),
         );
         write(&snap, "manifest.json", r#"{"format":"jsm-orgs-snapshot","csv_formula_escape":"apostrophe"}"#);
-        let plain = write(dir.path(), "orgs.csv", "name\n'=SUM(1)\n");
+        let plain = write(dir.path(), "orgs.csv", "name\n'=SUM(1)\n'quoted\n");
 
         let set = InputSet::open(&[snap.clone(), plain]).unwrap();
         let rows = valid(&set);
@@ -429,7 +425,9 @@ mod tests {
                 RowData::Organization { name: "=SUM(1)".into() },
                 RowData::Organization { name: "'quoted".into() },
                 RowData::Property { org: OrgRef::Name("=SUM(1)".into()), key: "-k".into(), value: json!(-5) },
-                RowData::Organization { name: "'=SUM(1)".into() },
+                // outside a snapshot only the export's marker is undone
+                RowData::Organization { name: "=SUM(1)".into() },
+                RowData::Organization { name: "'quoted".into() },
             ]
         );
         // a file of the snapshot named on its own is still unescaped

@@ -131,10 +131,7 @@ fn check(raw: &RawRow<'_>, kind: Kind) -> Result<(Action, RowData), Problem> {
             key: property_key(raw.get(Field::Key))?.to_owned(),
             value: property_value(raw, action)?,
         },
-        Kind::ServiceDesks => RowData::ServiceDesk {
-            org: org_ref(raw)?,
-            service_desk_id: service_desk_id(raw.get(Field::ServiceDeskId))?,
-        },
+        Kind::ServiceDesks => RowData::ServiceDesk { org: org_ref(raw)?, service_desk_id: desk_ref(raw)? },
     };
     Ok((action, data))
 }
@@ -387,12 +384,22 @@ fn compact_len(value: &Value) -> usize {
     count.0
 }
 
+/// The desk of a link row: its `project_key` when filled (ids differ
+/// between sites, keys do not), else its `service_desk_id`.
+fn desk_ref(raw: &RawRow<'_>) -> Result<String, Problem> {
+    let id = service_desk_id(raw.get(Field::ServiceDeskId), Field::ServiceDeskId)?;
+    match text(raw.get(Field::ProjectKey), Field::ProjectKey)?.map(str::trim) {
+        Some(key) if !key.is_empty() => service_desk_id(raw.get(Field::ProjectKey), Field::ProjectKey),
+        _ => Ok(id),
+    }
+}
+
 /// A service desk id (digits) or a project key (a letter, then letters,
 /// digits or `_`). A JSON number is accepted as the id.
-fn service_desk_id(raw: Raw<'_>) -> Result<String, Problem> {
+fn service_desk_id(raw: Raw<'_>, field: Field) -> Result<String, Problem> {
     let id = match raw {
         Raw::Json(Value::Number(n)) if n.is_u64() => return Ok(n.to_string()),
-        other => required_text(other, Field::ServiceDeskId)?,
+        other => required_text(other, field)?,
     };
     let digits = id.bytes().all(|b| b.is_ascii_digit());
     let project_key =
@@ -400,10 +407,7 @@ fn service_desk_id(raw: Raw<'_>) -> Result<String, Problem> {
     if digits || project_key {
         Ok(id.to_owned())
     } else {
-        Err(Problem::field(
-            Field::ServiceDeskId,
-            format!("`{id}` is neither a service desk id (digits) nor a project key"),
-        ))
+        Err(Problem::field(field, format!("`{id}` is neither a service desk id (digits) nor a project key")))
     }
 }
 

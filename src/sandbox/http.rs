@@ -465,7 +465,7 @@ fn user_dto(base: &str, account_id: &str, user: &User) -> Value {
     Value::Object(m)
 }
 
-fn desk_dto(api: &str, desk: &DeskId) -> Value {
+fn desk_dto(api: &str, desk: &DeskId, info: store::DeskInfo) -> Value {
     let project_id = match desk.0.parse::<u64>() {
         Ok(n) => n.saturating_add(10_000).to_string(),
         Err(_) => desk.0.clone(),
@@ -473,8 +473,8 @@ fn desk_dto(api: &str, desk: &DeskId) -> Value {
     json!({
         "id": desk.0,
         "projectId": project_id,
-        "projectName": format!("Service desk {}", desk.0),
-        "projectKey": store::project_key(&desk.0),
+        "projectName": info.name,
+        "projectKey": info.key,
         "projectTypeKey": "service_desk",
         "_links": { "self": format!("{api}/servicedesk/{}", encode_segment(&desk.0)) },
     })
@@ -653,7 +653,12 @@ async fn list_desks(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiRe
     app.hit(routes::LIST_DESKS);
     let page = PageRequest::parse(q.as_deref(), app.page_cap)?;
     let api = app.api_base();
-    let values = app.site().desks_page(page.start, page.limit + 1).into_iter().map(|d| desk_dto(&api, d)).collect();
+    let values = app
+        .site()
+        .desks_page(page.start, page.limit + 1)
+        .into_iter()
+        .map(|(d, info)| desk_dto(&api, d, info))
+        .collect();
     Ok(paged(&app, "/servicedesk", &page, values))
 }
 

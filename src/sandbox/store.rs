@@ -94,12 +94,23 @@ pub(crate) struct Site {
     /// Users named by the seed; any other well-formed id is synthesized.
     users: HashMap<String, User>,
     desks: BTreeMap<DeskId, BTreeSet<u64>>,
-    /// Project key (`SD<id>`) -> desk id, for `{sdId}` given as a key.
+    /// Project key and name of each desk.
+    desk_info: HashMap<DeskId, DeskInfo>,
+    /// Project key (upper case) -> desk id, for `{sdId}` given as a key.
     desk_keys: HashMap<String, DeskId>,
 }
 
+/// A desk's project key and name (`SD<id>` and `Service desk <id>` unless
+/// the seed or `--service-desks ID=KEY:NAME` says otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeskInfo {
+    pub key: String,
+    pub name: String,
+}
+
 impl Site {
-    /// Builds a site from snapshot records plus extra desk ids. Fails on
+    /// Builds a site from snapshot records plus extra desks (`ID`,
+    /// `ID=KEY` or `ID=KEY:NAME`). Fails on
     /// records that contradict each other (duplicate ids or names, links to
     /// organizations the snapshot does not contain).
     pub fn from_records(seed: SeedRecords, extra_desks: &[String]) -> Result<Site, String> {
@@ -120,7 +131,7 @@ impl Site {
                     name: rec.name,
                     uuid: rec.uuid,
                     scim_managed: rec.scim_managed,
-                    created: rec.created,
+                    created: rec.created.map(date_from_snapshot),
                     members: BTreeSet::new(),
                     properties: BTreeMap::new(),
                 },
@@ -151,22 +162,42 @@ impl Site {
                 site.orgs.get_mut(&rec.organization_id).ok_or_else(|| missing_org("property", rec.organization_id))?;
             org.properties.insert(rec.key, rec.value);
         }
-        for desk in extra_desks {
-            site.add_desk(desk);
+        for spec in extra_desks {
+            let (id, key, name) = parse_desk_spec(spec)?;
+            site.add_desk(id, key, name)?;
         }
         for rec in seed.service_desks {
             if !site.orgs.contains_key(&rec.organization_id) {
                 return Err(missing_org("service desk link", rec.organization_id));
             }
-            site.add_desk(&rec.service_desk_id).insert(rec.organization_id);
+            site.add_desk(&rec.service_desk_id, rec.project_key.as_deref(), rec.project_name.as_deref())?
+                .insert(rec.organization_id);
         }
         Ok(site)
     }
 
-    fn add_desk(&mut self, id: &str) -> &mut BTreeSet<u64> {
+    /// Add a desk (or return a known one). Its key defaults to `SD<id>` and
+    /// its name to `Service desk <id>`; a key already used by another desk
+    /// is an error.
+    fn add_desk(&mut self, id: &str, key: Option<&str>, name: Option<&str>) -> Result<&mut BTreeSet<u64>, String> {
         let id = DeskId(id.trim().to_string());
-        self.desk_keys.insert(project_key(&id.0), id.clone());
-        self.desks.entry(id).or_default()
+        if !self.desk_info.contains_key(&id) {
+            let key = key.map(|k| k.trim().to_ascii_uppercase()).unwrap_or_else(|| project_key(&id.0));
+            if let Some(other) = self.desk_keys.get(&key).filter(|other| **other != id) {
+                return Err(format!("project key {key} names both service desk {} and {}", other.0, id.0));
+            }
+            let name = name.map(str::to_string).unwrap_or_else(|| format!("Service desk {}", id.0));
+            self.desk_keys.insert(key.clone(), id.clone());
+            self.desk_info.insert(id.clone(), DeskInfo { key, name });
+        }
+        Ok(self.desks.entry(id).or_default())
+    }
+
+    fn info(&self, desk: &DeskId) -> DeskInfo {
+        self.desk_info
+            .get(desk)
+            .cloned()
+            .unwrap_or_else(|| DeskInfo { key: project_key(&desk.0), name: format!("Service desk {}", desk.0) })
     }
 
     pub fn org(&self, id: u64) -> Result<&Org, ApiError> {
@@ -306,9 +337,9 @@ impl Site {
             .ok_or_else(|| ApiError::desk_not_found(id_or_key))
     }
 
-    /// Desk ids in order, from `start`, at most `take`.
-    pub fn desks_page(&self, start: usize, take: usize) -> Vec<&DeskId> {
-        self.desks.keys().skip(start).take(take).collect()
+    /// Desks in id order with their key and name, from `start`, at most `take`.
+    pub fn desks_page(&self, start: usize, take: usize) -> Vec<(&DeskId, DeskInfo)> {
+        self.desks.keys().skip(start).take(take).map(|d| (d, self.info(d))).collect()
     }
 
     /// Organizations linked to a desk, in id order, from `start`, at most `take`.
@@ -364,10 +395,15 @@ impl Site {
         links.sort();
         state.service_desks = links
             .into_iter()
-            .map(|(org, desk)| DeskLinkRecord {
-                organization: self.orgs.get(&org).map(|o| o.name.clone()).unwrap_or_default(),
-                organization_id: org,
-                service_desk_id: desk.0.clone(),
+            .map(|(org, desk)| {
+                let info = self.info(desk);
+                DeskLinkRecord {
+                    organization: self.orgs.get(&org).map(|o| o.name.clone()).unwrap_or_default(),
+                    organization_id: org,
+                    service_desk_id: desk.0.clone(),
+                    project_key: Some(info.key),
+                    project_name: Some(info.name),
+                }
             })
             .collect();
         state.desks = self.desks.keys().map(|d| d.0.clone()).collect();
@@ -399,7 +435,24 @@ pub(crate) fn check_property_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The project key of a desk: `SD<id>`.
+/// A `--service-desks` entry: `ID`, `ID=KEY` or `ID=KEY:NAME`.
+fn parse_desk_spec(spec: &str) -> Result<(&str, Option<&str>, Option<&str>), String> {
+    let (id, rest) = match spec.split_once('=') {
+        None => return Ok((spec.trim(), None, None)),
+        Some((id, rest)) => (id.trim(), rest),
+    };
+    let (key, name) = match rest.split_once(':') {
+        Some((key, name)) => (key.trim(), Some(name.trim()).filter(|n| !n.is_empty())),
+        None => (rest.trim(), None),
+    };
+    let valid_key = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if id.is_empty() || !valid_key {
+        return Err(format!("service desk {spec:?}: expected ID, ID=KEY or ID=KEY:NAME (a key is letters, digits, _)"));
+    }
+    Ok((id, Some(key), name))
+}
+
+/// The default project key of a desk: `SD<id>`.
 pub(crate) fn project_key(desk_id: &str) -> String {
     format!("SD{}", desk_id.to_ascii_uppercase())
 }
@@ -437,6 +490,21 @@ fn random_uuid() -> String {
 }
 
 /// A `DateDTO` as JSM renders it.
+/// A snapshot's `created`: a DateDTO as it is; ISO text (a CSV snapshot)
+/// becomes the DateDTO the API serves.
+fn date_from_snapshot(created: Value) -> Value {
+    let parsed = match &created {
+        Value::String(s) => chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%z")
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(s))
+            .ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(t) => date_dto(t.with_timezone(&chrono::Utc)),
+        None => created,
+    }
+}
+
 fn date_dto(t: chrono::DateTime<chrono::Utc>) -> Value {
     json!({
         "epochMillis": t.timestamp_millis(),
@@ -449,6 +517,33 @@ fn date_dto(t: chrono::DateTime<chrono::Utc>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn desks_take_keys_and_names_from_specs_and_seed() {
+        let mut seed = SeedRecords::default();
+        seed.organizations.push(OrgRecord { id: 1, name: "A".into(), uuid: None, scim_managed: None, created: None });
+        let mut link = DeskLinkRecord::by_id("A", 1, "7");
+        link.project_key = Some("HR".into());
+        link.project_name = Some("People".into());
+        seed.service_desks.push(link);
+        let site =
+            Site::from_records(seed, &["10001=SUP:Customer Support".into(), "10002=its".into(), "3".into()]).unwrap();
+        let page: Vec<(String, String, String)> =
+            site.desks_page(0, 10).into_iter().map(|(d, i)| (d.0.clone(), i.key, i.name)).collect();
+        assert_eq!(
+            page,
+            [
+                ("3".into(), "SD3".into(), "Service desk 3".into()),
+                ("7".into(), "HR".into(), "People".into()),
+                ("10001".into(), "SUP".into(), "Customer Support".into()),
+                ("10002".into(), "ITS".into(), "Service desk 10002".into()),
+            ]
+        );
+        assert_eq!(site.desk("sup").unwrap().0, "10001");
+        assert_eq!(site.desk("HR").unwrap().0, "7");
+        assert!(Site::from_records(SeedRecords::default(), &["1=A".into(), "2=A".into()]).is_err());
+        assert!(Site::from_records(SeedRecords::default(), &["1=".into()]).is_err());
+    }
 
     #[test]
     fn desk_ids_order_numerically_then_textually() {

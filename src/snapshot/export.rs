@@ -7,6 +7,7 @@
 //! through the typed [`Client`] and its throttle) nor write snapshot bytes
 //! itself, so that a failed read can never leave a snapshot that looks whole.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pipeline::{read_site, SiteData};
+use super::pipeline::{read_site, DeskInfo, SiteData};
+use super::retention;
 use super::write::{self, FileEntry, ManifestInfo, Staging};
 use super::Format;
 use crate::api::{ApiError, Client};
@@ -35,6 +37,11 @@ pub struct ExportOptions {
     pub site: String,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// CSV files start with a UTF-8 byte order mark (`--excel`).
+    pub excel: bool,
+    /// Keep this many snapshots beside `out` (this one included): older
+    /// ones this tool wrote are removed after the export (`--keep`).
+    pub keep: Option<usize>,
 }
 
 /// The outcome of a successful export.
@@ -52,6 +59,8 @@ pub struct ExportSummary {
     pub rate_limited: u64,
     pub elapsed: Duration,
     pub out: PathBuf,
+    /// Older snapshots removed by `--keep`.
+    pub removed_snapshots: Vec<PathBuf>,
 }
 
 impl fmt::Display for ExportSummary {
@@ -68,6 +77,9 @@ impl fmt::Display for ExportSummary {
             plural(self.service_desk_links, "service desk link", "service desk links")
         )?;
         writeln!(f, "  {}", crate::report::traffic(self.requests, self.retries, self.rate_limited, self.elapsed))?;
+        for old in &self.removed_snapshots {
+            writeln!(f, "  removed the older snapshot {} (--keep)", old.display())?;
+        }
         if !self.vanished_organizations.is_empty() {
             let ids: Vec<String> = self.vanished_organizations.iter().map(u64::to_string).collect();
             writeln!(
@@ -133,12 +145,13 @@ pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSumma
         service_desks: site.desks.clone(),
     };
     let format = opts.format;
+    let bom = opts.excel && format == Format::Csv;
     // If this future is dropped (Ctrl-C) while the writer runs, the writer
     // must not install the snapshot afterwards: the caller has given up.
     let abandoned = Arc::new(AtomicBool::new(false));
     let _abandon_on_drop = AbandonOnDrop(abandoned.clone());
     tokio::task::spawn_blocking(move || -> Result<(), ExportError> {
-        let files = write_files(staging.path(), format, site)?;
+        let files = write_files(staging.path(), format, bom, site)?;
         let info = ManifestInfo { finished_at: now_rfc3339(), ..info };
         if abandoned.load(AtomicOrdering::SeqCst) {
             return Err(ExportError::Io(
@@ -151,8 +164,13 @@ pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSumma
     .await
     .map_err(|e| ExportError::Io("the snapshot writer stopped".into(), std::io::Error::other(e.to_string())))??;
 
+    let removed = match opts.keep {
+        Some(keep) => retention::keep_newest(&opts.out, keep),
+        None => Vec::new(),
+    };
     let counted = client.throttle().snapshot().since(&before);
     Ok(ExportSummary {
+        removed_snapshots: removed,
         organizations: counts.organizations,
         members: counts.members,
         properties: counts.properties,
@@ -201,13 +219,14 @@ fn manifest_site(site: &str) -> String {
 
 /// Write the four data files; entries come back in `DATA_FILES` order.
 /// Rows move out of `site` (only the organization name is copied per row).
-fn write_files(dir: &Path, format: Format, site: SiteData) -> Result<Vec<FileEntry>, ExportError> {
-    let SiteData { mut orgs, links, .. } = site;
+fn write_files(dir: &Path, format: Format, bom: bool, site: SiteData) -> Result<Vec<FileEntry>, ExportError> {
+    let SiteData { mut orgs, links, desk_info, .. } = site;
     let mut files = Vec::with_capacity(DATA_FILES.len());
     files.push(write::write_data_file(
         dir,
         "members",
         format,
+        bom,
         orgs.iter_mut().flat_map(|o| {
             let org = &o.org;
             std::mem::take(&mut o.members).into_iter().map(move |u| MemberRecord {
@@ -223,6 +242,7 @@ fn write_files(dir: &Path, format: Format, site: SiteData) -> Result<Vec<FileEnt
         dir,
         "properties",
         format,
+        bom,
         orgs.iter_mut().flat_map(|o| {
             let org = &o.org;
             std::mem::take(&mut o.properties).into_iter().map(move |(key, value)| PropertyRecord {
@@ -237,16 +257,23 @@ fn write_files(dir: &Path, format: Format, site: SiteData) -> Result<Vec<FileEnt
         dir,
         "service_desks",
         format,
-        links.into_iter().map(|(i, desk)| DeskLinkRecord {
-            organization: orgs[i].org.name.clone(),
-            organization_id: orgs[i].org.id,
-            service_desk_id: desk,
+        bom,
+        links.into_iter().map(|(i, desk)| {
+            let (id, info) = desk_with_info(desk, &desk_info);
+            DeskLinkRecord {
+                organization: orgs[i].org.name.clone(),
+                organization_id: orgs[i].org.id,
+                service_desk_id: id,
+                project_key: info.project_key,
+                project_name: info.project_name,
+            }
         }),
     )?);
     files.push(write::write_data_file(
         dir,
         "organizations",
         format,
+        bom,
         orgs.into_iter().map(|o| OrgRecord {
             id: o.org.id,
             name: o.org.name,
@@ -257,6 +284,18 @@ fn write_files(dir: &Path, format: Format, site: SiteData) -> Result<Vec<FileEnt
     )?);
     files.sort_by_key(|f| DATA_FILES.iter().position(|kind| f.name.split('.').next() == Some(*kind)));
     Ok(files)
+}
+
+/// A desk's id with its project key and name from the desk list; a desk
+/// named by `--service-desk KEY` is written under its id.
+fn desk_with_info(desk: String, info: &HashMap<String, DeskInfo>) -> (String, DeskInfo) {
+    if let Some(i) = info.get(&desk) {
+        return (desk, i.clone());
+    }
+    match info.iter().find(|(_, i)| i.project_key.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(&desk))) {
+        Some((id, i)) => (id.clone(), i.clone()),
+        None => (desk, DeskInfo::default()),
+    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,16 @@
 //! change in one place.
 
 mod export;
+pub mod manifest;
 mod pager;
 mod pipeline;
+pub mod read;
+mod retention;
+pub mod verify;
 mod write;
 
 pub use export::{export, ExportError, ExportOptions, ExportSummary};
+pub use verify::{verify, VerifyReport};
 
 /// Data format of the snapshot files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,15 @@ pub(super) struct SiteData {
     pub(super) desks: Vec<String>,
     /// Organizations that answered 404 mid-read, ascending.
     pub(super) vanished: Vec<u64>,
+    /// Project key and name of each desk the site listed, by desk id.
+    pub(super) desk_info: HashMap<String, DeskInfo>,
+}
+
+/// What the desk list says of one desk, written beside its links.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct DeskInfo {
+    pub(super) project_key: Option<String>,
+    pub(super) project_name: Option<String>,
 }
 
 /// One call of the read plan.
@@ -243,6 +252,10 @@ struct Reader {
     member_pagers: HashMap<u64, Pager<String>>,
     desk_pager: Pager<String>,
     desks: Vec<DeskState>,
+    /// Desks were named by `--service-desk`: the desk list only gives
+    /// their project keys and names.
+    named_desks: bool,
+    desk_info: HashMap<String, DeskInfo>,
     vanished: Vec<u64>,
     progress: Progress,
 }
@@ -255,6 +268,8 @@ impl Reader {
             member_pagers: HashMap::new(),
             desk_pager: Pager::new(),
             desks: Vec::new(),
+            named_desks: false,
+            desk_info: HashMap::new(),
             vanished: Vec::new(),
             progress,
         }
@@ -359,7 +374,11 @@ impl Reader {
                     .accept(start, page.values, page.is_last_page, |d| d.id.clone())
                     .map_err(|u| unstable("the service desk list (GET /servicedesk)", u))?;
                 for desk in fresh {
-                    self.add_desk(desk.id, false, q);
+                    let info = DeskInfo { project_key: desk.project_key, project_name: desk.project_name };
+                    self.desk_info.insert(desk.id.clone(), info);
+                    if !self.named_desks {
+                        self.add_desk(desk.id, false, q);
+                    }
                 }
                 if let Some(start) = self.desk_pager.next_start() {
                     q.chain(Job::DeskList { start });
@@ -434,7 +453,8 @@ impl Reader {
         links.dedup();
         let mut vanished = self.vanished;
         vanished.sort_unstable();
-        SiteData { orgs, links, desks: desks.into_iter().map(|d| d.id).collect(), vanished }
+        let desks = desks.into_iter().map(|d| d.id).collect();
+        SiteData { orgs, links, desks, vanished, desk_info: self.desk_info }
     }
 }
 
@@ -467,9 +487,11 @@ pub(super) async fn read_site(client: &Client, opts: &ExportOptions) -> Result<S
     let mut reader = Reader::new(progress);
 
     q.chain(Job::OrgPage { start: 0 });
-    if opts.service_desks.is_empty() {
-        q.chain(Job::DeskList { start: 0 });
-    } else {
+    // The desk list gives every desk's project key and name (written beside
+    // its links); without named desks it is also the list of desks to read.
+    q.chain(Job::DeskList { start: 0 });
+    if !opts.service_desks.is_empty() {
+        reader.named_desks = true;
         let mut named: Vec<String> = Vec::new();
         for id in &opts.service_desks {
             let id = id.trim();

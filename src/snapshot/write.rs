@@ -20,10 +20,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::manifest::is_snapshot;
 use super::{ExportError, Format};
 use crate::model::{
-    escape_formula, DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord, CSV_FORMULA_ESCAPE, FORMAT_NAME,
-    FORMAT_VERSION,
+    created_text, escape_formula, DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord, CSV_FORMULA_ESCAPE,
+    FORMAT_NAME, FORMAT_VERSION,
 };
 
 const WRITE_BUFFER: usize = 1 << 16;
@@ -72,7 +73,7 @@ impl SnapshotRow for OrgRecord {
             Some(false) => "false",
             None => "",
         };
-        let created = self.created.as_ref().map(json_text).unwrap_or_default();
+        let created = self.created.as_ref().map(created_text).unwrap_or_default();
         w.write_record([cell(&id), cell(&self.name), opt_cell(&self.uuid), cell(scim), cell(&created)])
     }
 }
@@ -102,10 +103,17 @@ impl SnapshotRow for PropertyRecord {
 }
 
 impl SnapshotRow for DeskLinkRecord {
-    const COLUMNS: &'static [&'static str] = &["organization", "organization_id", "service_desk_id"];
+    const COLUMNS: &'static [&'static str] =
+        &["organization", "organization_id", "service_desk_id", "project_key", "project_name"];
     fn write_csv<W: Write>(&self, w: &mut csv::Writer<W>) -> csv::Result<()> {
         let id = self.organization_id.to_string();
-        w.write_record([cell(&self.organization), cell(&id), cell(&self.service_desk_id)])
+        w.write_record([
+            cell(&self.organization),
+            cell(&id),
+            cell(&self.service_desk_id),
+            opt_cell(&self.project_key),
+            opt_cell(&self.project_name),
+        ])
     }
 }
 
@@ -146,12 +154,17 @@ fn create_private(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// The UTF-8 byte order mark `--excel` puts before a CSV file's header, so
+/// that Excel reads the file as UTF-8 rather than the system code page.
+pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Write one data file (`{kind}.{ext}`) into `dir`, fsync it, and return
-/// its row count and sha256.
+/// its row count and sha256 (of every byte, a BOM included).
 pub(crate) fn write_data_file<R: SnapshotRow>(
     dir: &Path,
     kind: &str,
     format: Format,
+    bom: bool,
     rows: impl Iterator<Item = R>,
 ) -> Result<FileEntry, ExportError> {
     let name = format!("{kind}.{}", format.extension());
@@ -171,6 +184,10 @@ pub(crate) fn write_data_file<R: SnapshotRow>(
             w.into_inner().map_err(|e| io_err(ctx())(e.into_error()))?
         }
         Format::Csv => {
+            let mut hashing = hashing;
+            if bom {
+                hashing.write_all(UTF8_BOM).map_err(io_err(ctx()))?;
+            }
             let mut w = csv::WriterBuilder::new().buffer_capacity(WRITE_BUFFER).from_writer(hashing);
             let csv_err = |e: csv::Error| io_err(ctx())(e.into());
             w.write_record(R::COLUMNS).map_err(csv_err)?;
@@ -246,6 +263,7 @@ impl Staging {
             _ => PathBuf::from("."),
         };
         check_replaceable(out, overwrite)?;
+        super::retention::remove_stale_staging(out);
         fs::create_dir_all(&parent).map_err(io_err(format!("cannot create {}", parent.display())))?;
         let prefix = format!(".{}.jsm-orgs-tmp-", name.to_string_lossy());
         let mut builder = tempfile::Builder::new();
@@ -346,14 +364,6 @@ fn check_replaceable(out: &Path, overwrite: bool) -> Result<(), ExportError> {
     }
 }
 
-/// Whether `dir` holds a manifest of this snapshot format.
-fn is_snapshot(dir: &Path) -> bool {
-    fs::read(dir.join("manifest.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .is_some_and(|m| m.get("format").and_then(Value::as_str) == Some(FORMAT_NAME))
-}
-
 /// Make a directory's entries (creations, renames) durable.
 fn sync_dir(dir: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
@@ -387,7 +397,11 @@ mod tests {
                 display_name: Some("d".into()),
             },
             PropertyRecord { organization: "n".into(), organization_id: 1, key: "k".into(), value: json!([1]) },
-            DeskLinkRecord { organization: "n".into(), organization_id: 1, service_desk_id: "2".into() },
+            DeskLinkRecord {
+                project_key: Some("SUP".into()),
+                project_name: Some("Support".into()),
+                ..DeskLinkRecord::by_id("n", 1, "2")
+            },
         )
     }
 
@@ -420,7 +434,7 @@ mod tests {
                 created: Some(json!({"iso8601": "x"})),
             },
         ];
-        let csv = write_data_file(dir.path(), "organizations", Format::Csv, orgs.clone().into_iter()).unwrap();
+        let csv = write_data_file(dir.path(), "organizations", Format::Csv, false, orgs.clone().into_iter()).unwrap();
         let text = fs::read(dir.path().join("organizations.csv")).unwrap();
         assert_eq!(csv.rows, 2);
         assert_eq!(csv.sha256, hex::encode(Sha256::digest(&text)));
@@ -428,9 +442,9 @@ mod tests {
             String::from_utf8(text).unwrap(),
             "id,name,uuid,scim_managed,created\n\
              2,'=cmd|' /C calc'!A0,,,\n\
-             3,\"a, \"\"b\"\"\nc\",'-u,false,\"{\"\"iso8601\"\":\"\"x\"\"}\"\n"
+             3,\"a, \"\"b\"\"\nc\",'-u,false,x\n"
         );
-        let jsonl = write_data_file(dir.path(), "organizations", Format::Jsonl, orgs.into_iter()).unwrap();
+        let jsonl = write_data_file(dir.path(), "organizations", Format::Jsonl, false, orgs.into_iter()).unwrap();
         let text = fs::read_to_string(dir.path().join("organizations.jsonl")).unwrap();
         assert_eq!(jsonl.name, "organizations.jsonl");
         assert_eq!(

@@ -107,6 +107,8 @@ pub fn export_options(
         overwrite: false,
         site: site.to_string(),
         progress: false,
+        excel: false,
+        keep: None,
     }
 }
 
@@ -119,4 +121,29 @@ pub fn csv_maps(path: &std::path::Path) -> (Vec<String>, Vec<BTreeMap<String, St
         .map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(String::from)).collect())
         .collect();
     (header, rows)
+}
+
+/// A desk link as the sandbox reports it: a desk seeded or named by id only
+/// gets the project key `SD<id>` and the name `Service desk <id>`.
+pub fn sandbox_link(
+    organization: impl Into<String>,
+    organization_id: u64,
+    desk: &str,
+) -> jsm_orgs::model::DeskLinkRecord {
+    jsm_orgs::model::DeskLinkRecord {
+        project_key: Some(format!("SD{}", desk.to_ascii_uppercase())),
+        project_name: Some(format!("Service desk {desk}")),
+        ..jsm_orgs::model::DeskLinkRecord::by_id(organization, organization_id, desk)
+    }
+}
+
+/// Organizations as a CSV snapshot holds them: `created` is its ISO text.
+pub fn csv_created(orgs: &[jsm_orgs::model::OrgRecord]) -> Vec<jsm_orgs::model::OrgRecord> {
+    orgs.iter()
+        .cloned()
+        .map(|mut o| {
+            o.created = o.created.map(|c| Value::String(jsm_orgs::model::created_text(&c)));
+            o
+        })
+        .collect()
 }

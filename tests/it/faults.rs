@@ -89,6 +89,7 @@ pub(crate) fn import_options(input: &Path, report: &Path) -> ImportOptions {
         report: report.to_path_buf(),
         prune: false,
         strict: false,
+        allow_edited: false,
         chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
         create_customers: false,
@@ -195,11 +196,7 @@ pub(crate) fn matrix(dir: &Path, n: usize) -> Matrix {
         key: k.into(),
         value: v,
     };
-    let link = |id: u64, name: &str, d: &str| DeskLinkRecord {
-        organization: name.into(),
-        organization_id: id,
-        service_desk_id: d.into(),
-    };
+    let link = |id: u64, name: &str, d: &str| crate::common::sandbox_link(name, id, d);
     write_jsonl(&seed.join("organizations.jsonl"), &[org(1, "Old 1"), org(2, "Keep A")]);
     write_jsonl(
         &seed.join("members.jsonl"),
@@ -703,9 +700,7 @@ async fn an_export_under_concurrent_creates_and_deletes_keeps_every_survivor_onc
             display_name: Some(format!("User {id}")),
         })
         .collect();
-    let links: Vec<DeskLinkRecord> = (1..=n)
-        .map(|id| DeskLinkRecord { organization: name(id), organization_id: id, service_desk_id: "10001".into() })
-        .collect();
+    let links: Vec<DeskLinkRecord> = (1..=n).map(|id| crate::common::sandbox_link(name(id), id, "10001")).collect();
     write_jsonl(&seed_dir.join("organizations.jsonl"), &orgs);
     write_jsonl(&seed_dir.join("members.jsonl"), &members);
     write_jsonl(&seed_dir.join("properties.jsonl"), &Vec::<PropertyRecord>::new());

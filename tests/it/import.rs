@@ -286,11 +286,8 @@ impl Seed {
                 value: v.clone(),
             })
             .collect();
-        let links: Vec<DeskLinkRecord> = self
-            .links
-            .iter()
-            .map(|&(id, d)| DeskLinkRecord { organization: name(id), organization_id: id, service_desk_id: d.into() })
-            .collect();
+        let links: Vec<DeskLinkRecord> =
+            self.links.iter().map(|&(id, d)| crate::common::sandbox_link(name(id), id, d)).collect();
         write(dir, "organizations.jsonl", &jsonl(&orgs));
         write(dir, "members.jsonl", &jsonl(&members));
         write(dir, "properties.jsonl", &jsonl(&props));
@@ -374,6 +371,7 @@ async fn samples_import_exactly_and_a_rerun_makes_no_writes() {
             ("GET /organization/{id}/user", orgs_with("members") as u64),
             ("GET /organization/{id}/property", orgs_with("properties") as u64),
             ("GET /organization/{id}/property/{key}", 15),
+            ("GET /servicedesk", 1),
             ("GET /servicedesk/{id}/organization", desks.len() as u64),
         ])
     );
@@ -1426,6 +1424,7 @@ async fn a_flaky_site_still_ends_in_the_exact_state_without_duplicates() {
         report: report.clone(),
         prune: false,
         strict: false,
+        allow_edited: false,
         chunk_size: std::num::NonZeroUsize::new(50).unwrap(),
         progress: false,
         create_customers: true,
@@ -1512,6 +1511,13 @@ async fn rows_of_an_organization_that_could_not_be_created_fail_with_the_reason(
         .and(path(format!("{API}/organization")))
         .and(body_json(json!({"name": "Refused"})))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({"errorMessage": "Name not allowed."})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The desk list: the link row's desk exists (the dry run checks it too).
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/servicedesk")))
+        .respond_with(page(json!([{"id": "10001", "projectKey": "SUP"}])))
         .expect(1)
         .mount(&server)
         .await;

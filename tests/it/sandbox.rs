@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use jsm_orgs::model::{DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord};
+use jsm_orgs::model::{MemberRecord, OrgRecord, PropertyRecord};
 use jsm_orgs::sandbox::{Faults, Sandbox, SandboxConfig, SandboxCredentials, SandboxStats};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, RequestBuilder};
@@ -359,10 +359,7 @@ async fn delete_organization_removes_members_properties_and_links() {
     assert_eq!(state.organizations.len(), 1);
     assert!(state.members.iter().all(|m| m.organization_id == keep));
     assert!(state.properties.iter().all(|p| p.organization_id == keep));
-    assert_eq!(
-        state.service_desks,
-        vec![DeskLinkRecord { organization: "Keep".into(), organization_id: keep, service_desk_id: "1".into() }]
-    );
+    assert_eq!(state.service_desks, vec![crate::common::sandbox_link("Keep", keep, "1")]);
     let desk = s.get("/servicedesk/1/organization").await.json();
     assert_eq!(ids_of(&desk), [keep.to_string()]);
     // The name is free again.
@@ -893,10 +890,7 @@ async fn seed_snapshot_round_trips_through_state() {
         },
         PropertyRecord { organization: "New Org".into(), organization_id: 12, key: "flag".into(), value: json!(true) },
     ];
-    let links = vec![
-        DeskLinkRecord { organization: "Old Org".into(), organization_id: 7, service_desk_id: "3".into() },
-        DeskLinkRecord { organization: "Old Org".into(), organization_id: 7, service_desk_id: "20".into() },
-    ];
+    let links = vec![crate::common::sandbox_link("Old Org", 7, "3"), crate::common::sandbox_link("Old Org", 7, "20")];
     write_lines(dir.path(), "organizations.jsonl", &orgs);
     write_lines(dir.path(), "members.jsonl", &members);
     write_lines(dir.path(), "properties.jsonl", &properties);
@@ -949,7 +943,7 @@ async fn seed_from_csv_snapshot_with_formula_escape() {
     let p = dir.path();
     std::fs::write(
         p.join("manifest.json"),
-        r#"{"format":"jsm-orgs-snapshot","version":1,"csv_formula_escape":"apostrophe"}"#,
+        r#"{"format":"jsm-orgs-snapshot","format_version":1,"data_format":"csv","csv_formula_escape":"apostrophe","files":{}}"#,
     )
     .unwrap();
     std::fs::write(
