@@ -169,6 +169,11 @@ pub struct ConnArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = "Pacing")]
     pub timeout: f64,
 
+    /// Stop the run (exit 3, "site unreachable") when no request could
+    /// connect for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, help_heading = "Pacing")]
+    pub unreachable_after: f64,
+
     /// Print one JSON summary object on stdout (human summary stays on stderr).
     #[arg(long)]
     pub json: bool,

@@ -59,6 +59,8 @@ pub struct Connection {
     pub throttle: ThrottleConfig,
     /// The site URL as it may be shown (never carries credentials).
     pub site_display: String,
+    /// How long every attempt may fail to connect before the run stops.
+    pub unreachable_after: Duration,
 }
 
 /// A request rate in requests per second: finite, at least
@@ -271,6 +273,9 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
     if !(a.timeout.is_finite() && a.timeout > 0.0 && a.timeout <= 3600.0) {
         return usage(format!("--timeout must be greater than 0 and at most 3600 seconds, got {}", a.timeout));
     }
+    if !(a.unreachable_after.is_finite() && a.unreachable_after >= 1.0 && a.unreachable_after <= 86_400.0) {
+        return usage(format!("--unreachable-after must be between 1 and 86400 seconds, got {}", a.unreachable_after));
+    }
     let auth = credentials(a, env)?;
     let site_display = url.as_str().trim_end_matches('/').to_string();
     Ok(Connection {
@@ -286,6 +291,7 @@ pub fn connection(a: &ConnArgs, env: &Env) -> Result<Connection, UsageError> {
             ..ThrottleConfig::default()
         },
         site_display,
+        unreachable_after: Duration::from_secs_f64(a.unreachable_after),
     })
 }
 

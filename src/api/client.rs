@@ -14,9 +14,11 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use url::Url;
 
 use super::answer::{self, Answer, Expect};
+use super::breaker::{self, Breaker, Verdict};
 use super::error::{parse_reset, parse_retry_after, ApiError, ErrorKind};
 use super::models::*;
 use super::path;
@@ -50,13 +52,43 @@ impl Auth {
     /// or a proxy: the token itself and the encoded Basic pair.
     fn secrets(&self) -> Vec<String> {
         use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut v = match self {
-            Auth::Basic { email, token } => vec![token.clone(), b64.encode(format!("{email}:{token}"))],
-            Auth::Bearer { token } => vec![token.clone()],
+        let (token, pair) = match self {
+            Auth::Basic { email, token } => (token, Some(format!("{email}:{token}"))),
+            Auth::Bearer { token } => (token, None),
         };
-        // Too short to search for without mangling ordinary text.
+        let mut raw = vec![token.clone()];
+        raw.extend(pair.clone());
+        // Base64 of the token and of the Basic pair, in every alphabet and
+        // padding a server or a proxy might print.
+        let engines = [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        for text in std::iter::once(token).chain(pair.as_ref()) {
+            raw.extend(engines.iter().map(|e| e.encode(text)));
+        }
+        // Each of those as it appears percent-encoded (upper or lower hex,
+        // reserved characters or every non-alphanumeric) or JSON-escaped.
+        let mut v = Vec::new();
+        for s in raw {
+            for set in [percent_encoding::NON_ALPHANUMERIC, path::SEGMENT] {
+                let enc = percent_encoding::utf8_percent_encode(&s, set).to_string();
+                v.push(lower_hex(&enc));
+                v.push(enc);
+            }
+            let json = serde_json::to_string(&s).expect("a string serializes");
+            let json = json[1..json.len() - 1].to_string();
+            v.push(json.replace('/', "\\/"));
+            v.push(json);
+            v.push(s);
+        }
+        // Too short to search for without mangling ordinary text; longest
+        // first, so that no form is left half-replaced.
         v.retain(|s| s.len() >= 4);
+        v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        v.dedup();
         v
     }
 
@@ -74,6 +106,30 @@ impl Auth {
         v.set_sensitive(true);
         Ok(v)
     }
+}
+
+/// Replace every listed form of the credential with `[redacted]`.
+fn redact(secrets: &[String], mut text: String) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    text
+}
+
+/// `%2F` → `%2f`: percent-encoded text as servers that print lower hex show it.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let end = (i + 3).min(rest.len());
+        out.push_str(&rest[i..end].to_ascii_lowercase());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What the client needs to talk to one site.
@@ -119,6 +175,8 @@ pub struct Client {
     throttle: Arc<Throttle>,
     /// Forms of the credential to cut out of anything the server says.
     secrets: Arc<[String]>,
+    /// Shared by all clones: stops the run when the site stays unreachable.
+    breaker: Arc<Breaker>,
 }
 
 pub(super) enum Body {
@@ -157,6 +215,7 @@ impl Client {
             retry: cfg.retry,
             throttle,
             secrets: cfg.auth.secrets().into(),
+            breaker: Arc::new(Breaker::new(breaker::DEFAULT_WINDOW)),
         })
     }
 
@@ -205,6 +264,7 @@ impl Client {
         decode: impl Fn(StatusCode, &Bytes) -> Result<T, String>,
     ) -> Result<Called<T>, ApiError> {
         let mut sent: u32 = 0;
+        let mut retry_by = None;
         loop {
             let permit = self.throttle.acquire(route).await.map_err(|a| aborted(a, sent))?;
             sent += 1;
@@ -213,6 +273,7 @@ impl Client {
             let kind = match result {
                 Ok((status, bytes)) => match decode(status, &bytes) {
                     Ok(value) => {
+                        self.breaker.answered();
                         self.throttle.on_answer(route, sent_at, signal);
                         return Ok(Called { value, status: status.as_u16(), attempts: sent });
                     }
@@ -220,6 +281,7 @@ impl Client {
                 },
                 Err(kind) => kind,
             };
+            let kind = self.breaker_verdict(kind, &mut retry_by);
             if kind.is_fatal() {
                 let err = ApiError { kind, attempts: sent };
                 self.throttle.abort(&err.abort_reason());
@@ -241,12 +303,42 @@ impl Client {
             let Some(d) = delay else {
                 return Err(ApiError { kind, attempts: sent });
             };
+            // While the site is unreachable, retry by the end of the window.
+            let d = retry_by.take().map_or(d, |by: Instant| d.min(by.saturating_duration_since(Instant::now())));
             tracing::debug!(%route, attempt = sent, error = %kind, ?d, "retrying");
             self.throttle.on_retry();
             if !kind.is_rate_limited() {
                 self.throttle.sleep(d).await.map_err(|a| aborted(a, sent))?;
             }
         }
+    }
+
+    /// Tell the breaker how an attempt ended. A connection failure when no
+    /// attempt has connected for the whole window becomes `Unreachable`
+    /// (fatal: the run stops); before that, `retry_by` is when to retry.
+    fn breaker_verdict(&self, kind: ErrorKind, retry_by: &mut Option<Instant>) -> ErrorKind {
+        match kind {
+            ErrorKind::Connection(last) => match self.breaker.unreachable(Instant::now()) {
+                Verdict::Trip => ErrorKind::Unreachable { secs: self.breaker.window().as_secs(), last },
+                Verdict::RetryBy(by) => {
+                    *retry_by = Some(by);
+                    ErrorKind::Connection(last)
+                }
+            },
+            kind => {
+                if kind.status().is_some() {
+                    self.breaker.answered();
+                }
+                kind
+            }
+        }
+    }
+
+    /// How long the site may be unreachable on every attempt before the run
+    /// stops (default 10 s).
+    pub fn with_unreachable_after(mut self, window: Duration) -> Client {
+        self.breaker = Arc::new(Breaker::new(window));
+        self
     }
 
     /// One HTTP exchange with a throttle slot: the request, the full body,
@@ -306,13 +398,8 @@ impl Client {
     /// server or the network stack: a gateway that echoes the request's
     /// headers in its error body must not put the token into logs, reports
     /// or error messages.
-    fn redact(&self, mut text: String) -> String {
-        for secret in self.secrets.iter() {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        text
+    fn redact(&self, text: String) -> String {
+        redact(&self.secrets, text)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ErrorKind {
@@ -635,6 +722,34 @@ mod tests {
         }
         h.insert("x-ratelimit-limit", HeaderValue::from_static("-3"));
         assert_eq!(rate_signal(&h).0.limit, None);
+    }
+
+    #[test]
+    fn echoes_of_the_credential_are_redacted_in_every_encoding() {
+        use base64::Engine as _;
+        let token = "t/k+n=1\"é x";
+        let auth = Auth::Basic { email: "a@b.c".into(), token: token.into() };
+        let secrets = auth.secrets();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("a@b.c:{token}"));
+        let url_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+        let pct = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let json = serde_json::to_string(token).unwrap();
+        let forms = [
+            token.to_string(),
+            b64.clone(),
+            url_b64,
+            pct.clone(),
+            pct.to_ascii_lowercase(),
+            json[1..json.len() - 1].to_string(),
+            serde_json::to_string(&b64).unwrap().replace('/', "\\/"),
+            percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string(),
+        ];
+        for form in forms {
+            let out = redact(&secrets, format!("echo: <{form}> end"));
+            assert_eq!(out.matches("[redacted]").count(), 1, "{form:?} -> {out}");
+            assert!(!out.contains("t/k") && !out.contains("1%22") && !out.contains(&b64[..8]), "{form:?} -> {out}");
+        }
+        assert_eq!(redact(&secrets, "nothing here".into()), "nothing here");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     /// A success status or body that the call does not answer.
     #[error("unexpected answer to {call}: HTTP {status} with {detail}")]
     Unexpected { status: u16, call: String, detail: String },
+    /// No attempt could connect for the breaker's whole window.
+    #[error("site unreachable: no request could connect for {secs} s (last error: {last})")]
+    Unreachable { secs: u64, last: String },
     /// The run was stopped (fatal credential error elsewhere, or Ctrl-C)
     /// before this call could be sent.
     #[error("not sent: {0}")]
@@ -66,6 +69,7 @@ impl ErrorKind {
             ErrorKind::Html { .. }
             | ErrorKind::Redirect { .. }
             | ErrorKind::Unexpected { .. }
+            | ErrorKind::Unreachable { .. }
             | ErrorKind::Aborted(_)
             | ErrorKind::Local(_) => false,
         }
@@ -77,7 +81,10 @@ impl ErrorKind {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ErrorKind::Status { status: 401 | 403, .. } | ErrorKind::Html { .. } | ErrorKind::Redirect { .. }
+            ErrorKind::Status { status: 401 | 403, .. }
+                | ErrorKind::Html { .. }
+                | ErrorKind::Redirect { .. }
+                | ErrorKind::Unreachable { .. }
         )
     }
 

@@ -8,6 +8,7 @@
 //! [`Throttle`]: crate::throttle::Throttle
 
 pub mod answer;
+pub mod breaker;
 pub mod client;
 pub mod customers;
 pub mod error;

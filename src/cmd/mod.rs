@@ -36,7 +36,8 @@ pub async fn run(settings: Settings) -> Result<Exit, Error> {
 /// Build the throttle and the client of a connection.
 pub fn connect(conn: &Connection) -> Result<Client, Error> {
     let throttle = Arc::new(Throttle::new(&conn.throttle));
-    Client::new(conn.client.clone(), throttle).map_err(|e| UsageError(e.to_string()).into())
+    let client = Client::new(conn.client.clone(), throttle).map_err(|e| UsageError(e.to_string()))?;
+    Ok(client.with_unreachable_after(conn.unreachable_after))
 }
 
 /// The first log line of a run: what, where, which version (a cron log then

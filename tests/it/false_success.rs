@@ -418,3 +418,113 @@ async fn a_404_under_a_live_organization_fails_the_export_instead_of_dropping_it
     assert!(err.to_string().contains("still exists"), "{err}");
     assert!(!out.exists());
 }
+
+// ----- a site that is unreachable, or dies mid-import ------------------------
+
+/// A TCP proxy to `upstream` that can be killed: the listener closes (new
+/// connections are refused) and open connections are cut.
+struct TcpProxy {
+    url: String,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl TcpProxy {
+    async fn start(upstream: &str) -> TcpProxy {
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let conns = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        TcpProxy { url, tasks }
+    }
+
+    fn kill(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_dies_mid_import_aborts_as_unreachable_and_the_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), 30);
+    let sb =
+        sandbox(Some(&m.seed), SandboxConfig { latency: std::time::Duration::from_millis(5), ..Default::default() })
+            .await;
+    let proxy = TcpProxy::start(&sb.url()).await;
+    let report = tmp.path().join("r.jsonl");
+    let c = crate::faults::client(&proxy.url, crate::faults::Pace { concurrency: 4, ..Default::default() })
+        .with_unreachable_after(std::time::Duration::from_secs(1));
+    let opts = import_options(&m.input, &report);
+    let run = import(&c, &opts);
+    tokio::pin!(run);
+    let mut killed = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => {
+                if !killed && sb.stats().writes >= 20 {
+                    proxy.kill();
+                    killed = true;
+                }
+            }
+        }
+    };
+    assert!(killed, "the import ended before the site died");
+    let err = result.expect_err("a dead site is no success");
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("site unreachable"), "{err}");
+    let rows = assert_truthful(&report, &sb);
+    assert!(rows.iter().any(|r| r.outcome == "not_sent"), "stopped, not retried row by row");
+
+    let again = tmp.path().join("again.jsonl");
+    let summary =
+        import(&crate::faults::client(&sb.url(), Default::default()), &import_options(&m.input, &again)).await.unwrap();
+    assert!(!summary.incomplete());
+    m.assert_site(&sb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_site_exits_3_within_15_seconds() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "orgs.csv", "name\nA\nB\n");
+    let report = tmp.path().join("r.jsonl");
+    let site = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let mut child =
+        crate::common::cli(&["import", input.to_str().unwrap(), "--site", &site, "--report", report.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        // A bound, not a timing assertion: the default window is 10 s.
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("still retrying an unreachable site after 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("site unreachable"), "{stderr}");
+    let rows = read_jsonl_report(&report);
+    assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["not_sent", "not_sent"]);
+}
