@@ -272,9 +272,14 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Requests per second before answering 429 + Retry-After.
+    /// Requests per second for the whole site before answering 429 (a tenant quota: jira-quota-tenant-based).
     #[arg(long, value_name = "RPS")]
     pub rate_limit: Option<f64>,
+
+    /// Per endpoint × method limits (429 jira-burst-based): `jira` (GET=100,POST=100,PUT=50,DELETE=50), `off`,
+    /// or METHOD=RPS and "METHOD /route/template=RPS" items, comma-separated.
+    #[arg(long, value_name = "LIMITS", default_value = "jira")]
+    pub endpoint_limits: String,
 
     /// Probability (0..=1) of an injected 503.
     #[arg(long, default_value_t = 0.0)]

@@ -91,11 +91,6 @@ async fn read_one(c: &Client, t: ReadTask) -> ReadDone {
 pub struct ExecContext {
     /// Organization names by [`OrgIdx`].
     pub names: Arc<Vec<String>>,
-    /// Organization ids by [`OrgIdx`]: the live ids, plus those created in
-    /// the organizations phase.
-    pub org_ids: Arc<Vec<Option<u64>>>,
-    /// Why an organization has no id (its create failed).
-    pub create_errors: Arc<HashMap<OrgIdx, RowOutcome>>,
     pub dry_run: bool,
     /// People to fall back to by email when the site does not know an id.
     pub fallback: Option<Arc<Fallback>>,
@@ -138,17 +133,6 @@ pub struct OpDone {
     pub calls: u32,
 }
 
-/// Run operations concurrently; results arrive as they finish.
-pub fn execute(client: Client, ctx: ExecContext, ops: Vec<Op>, concurrency: usize) -> impl Stream<Item = OpDone> {
-    stream::iter(ops)
-        .map(move |op| {
-            let c = client.clone();
-            let ctx = ctx.clone();
-            async move { run_op(&c, &ctx, op).await }
-        })
-        .buffer_unordered(concurrency.max(1) * 2)
-}
-
 fn done(org: OrgIdx) -> OpDone {
     OpDone { org, rows: Vec::new(), created: None, create_error: None, pruned: Pruned::default(), calls: 0 }
 }
@@ -177,6 +161,10 @@ fn failure_of<T>(c: &Called<T>, message: String) -> RowOutcome {
 /// often a transient one was tried.
 pub(crate) fn describe(e: &ApiError) -> String {
     match &e.kind {
+        // Sent, refused or unanswered, then stopped before the next attempt.
+        ErrorKind::Aborted(why) if e.attempts > 0 => {
+            format!("stopped before a retry ({why}) after {} attempt(s)", e.attempts)
+        }
         ErrorKind::Aborted(why) => format!("not sent: {why}"),
         _ => match e.fatal_hint() {
             Some(h) => format!("{e}; {h}"),
@@ -216,31 +204,32 @@ fn delete_outcome(r: Result<Called<()>, ApiError>, done_outcome: Outcome) -> Row
     }
 }
 
-async fn run_op(c: &Client, ctx: &ExecContext, op: Op) -> OpDone {
+/// The rows of an operation whose organization could not be created: not
+/// sent when its create was not sent, failed otherwise.
+pub fn not_created(op: &Op, create: &RowOutcome) -> OpDone {
+    let mut out = done(op.org());
+    let why = create.message.as_deref().unwrap_or("unknown id");
+    let outcome = RowOutcome {
+        outcome: if create.outcome == Outcome::NotSent { Outcome::NotSent } else { Outcome::Failed },
+        ..RowOutcome::failed(format!("organization was not created: {why}"))
+    };
+    for_each_row(op, |rows, target| push_rows(&mut out, rows, target, &outcome));
+    out
+}
+
+/// Run one operation. `org_id` is its organization's id (needed by all but
+/// `CreateOrg`; the caller holds an operation back until its organization
+/// exists).
+pub async fn run_op(c: &Client, ctx: &ExecContext, op: Op, org_id: Option<u64>) -> OpDone {
     let mut out = done(op.org());
     let empty: Arc<str> = Arc::from("");
     if ctx.dry_run {
         dry_run(&mut out, op);
         return out;
     }
-    // Everything but CreateOrg needs the organization's id.
     let org_id = match &op {
-        Op::CreateOrg { .. } => None,
         Op::DeleteOrg { id, .. } => Some(*id),
-        _ => match ctx.org_ids.get(out.org as usize).copied().flatten() {
-            Some(id) => Some(id),
-            None => {
-                // Not sent when its create was not sent; failed otherwise.
-                let create = ctx.create_errors.get(&out.org);
-                let why = create.and_then(|o| o.message.as_deref()).unwrap_or("unknown id");
-                let outcome = RowOutcome {
-                    outcome: create.map_or(Outcome::Failed, |o| o.outcome),
-                    ..RowOutcome::failed(format!("organization was not created: {why}"))
-                };
-                for_each_row(&op, |rows, target| push_rows(&mut out, rows, target, &outcome));
-                return out;
-            }
-        },
+        _ => org_id,
     };
     match op {
         Op::CreateOrg { org, rows } => {

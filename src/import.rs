@@ -20,6 +20,7 @@ use crate::api::{ApiError, Client, ErrorKind, ServiceDesk};
 use crate::desks::{self, DeskDirectory};
 use crate::executor::{self, ExecContext, Fallback, OpDone, ReadDone, ReadTask};
 use crate::input::{InputError, InputSet, InvalidRow, Kind, OrgRef, RowData};
+use crate::lanes::Lanes;
 use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
@@ -159,6 +160,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     let started = Instant::now();
     let counted_from = client.throttle().snapshot();
     verify_snapshots(&opts.paths, opts.allow_edited)?;
+    let routes_from = client.throttle().route_counts();
     let input = InputSet::open(&opts.paths)?;
     for w in input.warnings() {
         tracing::warn!("{w}");
@@ -257,33 +259,25 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     drop(live);
     tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
 
-    // 6. Organizations first: creates give the ids everything else needs.
-    let mut create_errors = HashMap::new();
+    // 6. The writes, one lane per endpoint: an organization's members,
+    //    properties and links go as soon as it exists.
     let ctx = ExecContext {
         names: Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect()),
-        org_ids: Arc::new(run.org_ids.clone()),
-        create_errors: Arc::new(HashMap::new()),
         dry_run: opts.dry_run,
         fallback: (!plan.contacts.is_empty())
             .then(|| Arc::new(Fallback { resolver: resolver.clone(), contacts: std::mem::take(&mut plan.contacts) })),
     };
-    run.progress.phase("organizations");
-    run.progress.add_work(plan.org_ops.len() as u64);
-    let mut stream = Box::pin(executor::execute(client.clone(), ctx.clone(), plan.org_ops, conc(client)));
-    while let Some(done) = stream.next().await {
-        if let Some(e) = &done.create_error {
-            create_errors.insert(done.org, e.clone());
-        }
+    run.progress.phase("writing");
+    run.progress.add_work(plan.writes() as u64);
+    let ids = run.org_ids.clone();
+    let (mut lanes, mut stream, settled) = Lanes::start(client.clone(), ctx, plan, ids, conc(client));
+    for done in settled {
         run.record_done(&d, done)?;
     }
-    drop(stream);
-
-    // 7. Members, properties and desk links.
-    let ctx = ExecContext { org_ids: Arc::new(run.org_ids.clone()), create_errors: Arc::new(create_errors), ..ctx };
-    run.progress.phase("changes");
-    run.progress.add_work(plan.ops.len() as u64);
-    let mut stream = Box::pin(executor::execute(client.clone(), ctx, plan.ops, conc(client)));
     while let Some(done) = stream.next().await {
+        for settled in lanes.finished(&done) {
+            run.record_done(&d, settled)?;
+        }
         run.record_done(&d, done)?;
     }
     drop(stream);
@@ -291,7 +285,8 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
 
     run.summary.customers_created = resolver.created();
     let aborted = client.throttle().abort_reason();
-    let summary = write_final(&input, &d, run, client.throttle().snapshot().since(&counted_from), started)?;
+    let mut summary = write_final(&input, &d, run, client.throttle().snapshot().since(&counted_from), started)?;
+    summary.busiest = client.throttle().busiest_since(&routes_from);
     match aborted {
         Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
         None => Ok(summary),

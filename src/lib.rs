@@ -13,6 +13,7 @@ pub mod error;
 pub mod executor;
 pub mod import;
 pub mod input;
+pub mod lanes;
 pub mod model;
 pub mod plan;
 pub mod progress;

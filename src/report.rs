@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::escape_formula;
-use crate::throttle::CounterSnapshot;
+use crate::throttle::{CounterSnapshot, EndpointLoad};
 
 /// A row's outcome, as DESIGN.md names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -260,6 +260,8 @@ pub struct Summary {
     /// Portal-only customers created for rows that named people by email.
     pub customers_created: u64,
     pub counters: CounterSnapshot,
+    /// The endpoint whose requests needed the most time at its rate.
+    pub busiest: Option<EndpointLoad>,
     pub elapsed: Duration,
     pub dry_run: bool,
     pub report: Option<PathBuf>,
@@ -335,6 +337,7 @@ impl Summary {
             "retries": self.counters.retries,
             "rate_limited": self.counters.rate_limited,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "busiest_endpoint": self.busiest.as_ref().map(EndpointLoad::to_json),
             "report": self.report,
             "failed_rows": failures,
             "warnings": self.warnings,
@@ -422,6 +425,9 @@ impl std::fmt::Display for Summary {
         }
         let c = &self.counters;
         writeln!(f, "  {}", traffic(c.requests, c.retries, c.rate_limited, self.elapsed))?;
+        if let Some(b) = &self.busiest {
+            writeln!(f, "  {}", b.describe(self.elapsed))?;
+        }
         if !self.failures.is_empty() {
             let more = self.failed().saturating_sub(self.failures.len() as u64);
             writeln!(

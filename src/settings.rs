@@ -207,12 +207,15 @@ impl Settings {
                 if a.page_cap == 0 {
                     return usage("--page-cap must be at least 1");
                 }
+                let endpoint_limits = crate::sandbox::EndpointLimits::parse(&a.endpoint_limits)
+                    .map_err(|e| UsageError(format!("--endpoint-limits: {e}")))?;
                 Task::Sandbox(SandboxConfig {
                     listen,
                     seed: a.seed,
                     service_desks: a.service_desks.into_iter().filter(|d| !d.trim().is_empty()).collect(),
                     latency: Duration::from_millis(a.latency_ms),
                     rate_limit: a.rate_limit,
+                    endpoint_limits,
                     fail_rate: a.fail_rate,
                     page_cap: a.page_cap,
                     credentials: SandboxCredentials::from_env(),

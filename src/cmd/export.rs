@@ -43,6 +43,7 @@ fn summary_json(s: &ExportSummary) -> serde_json::Value {
         "requests": s.requests,
         "retries": s.retries,
         "rate_limited": s.rate_limited,
+        "busiest_endpoint": s.busiest.as_ref().map(crate::throttle::EndpointLoad::to_json),
         "elapsed_seconds": s.elapsed.as_secs_f64(),
     })
 }

@@ -1,5 +1,6 @@
-//! The sandbox's HTTP face: routes, the gate every API request passes
-//! (count, auth, rate limit, injected faults, latency), and JSM's JSON shapes.
+//! The sandbox's HTTP face: the routes (mounted on the shared route
+//! templates) and JSM's JSON shapes. Every API request first passes the
+//! gate (`gate`: count, auth, rate limits, injected faults, latency).
 //!
 //! Owns the wire contract of the 15 organization operations under
 //! `/rest/servicedeskapi` plus the unauthenticated `/__sandbox/*` control
@@ -10,32 +11,29 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::conn::ConnHandle;
 use super::error::ApiError;
+use super::gate::{gate, unrouted};
+use super::limits::Limiter;
 use super::store::{self, DeskId, Membership, Org, PropertyWrite, Site, User};
-use super::{Faults, RateLimitHint, SandboxCredentials, SandboxStats};
+use super::{Faults, SandboxCredentials, SandboxStats};
 use crate::routes::{self, Route, Verb};
 
 /// Where the API lives under the site base.
 pub(crate) const API_PREFIX: &str = "/rest/servicedeskapi";
 /// Default `limit` of paged lists.
 const DEFAULT_LIMIT: usize = 50;
-/// The body that replaces a JSON success body when `malformed_rate` fires.
-const MALFORMED_BODY: &str = "{\"values\": [";
 
 /// Everything the server shares between requests.
 pub(crate) struct App {
@@ -44,7 +42,7 @@ pub(crate) struct App {
     pub faults: RwLock<Faults>,
     /// What is left of `Faults::fail_burst`.
     burst_left: AtomicU64,
-    bucket: Mutex<Bucket>,
+    pub(super) limits: Limiter,
     credentials: SandboxCredentials,
     /// `http://127.0.0.1:PORT`, the site base that links are built on.
     base: String,
@@ -58,7 +56,7 @@ impl App {
             stats: Mutex::new(SandboxStats::default()),
             burst_left: AtomicU64::new(faults.fail_burst),
             faults: RwLock::new(faults),
-            bucket: Mutex::new(Bucket::default()),
+            limits: Limiter::default(),
             credentials,
             base,
             page_cap: page_cap.max(1),
@@ -69,7 +67,7 @@ impl App {
         self.site.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stats(&self) -> std::sync::MutexGuard<'_, SandboxStats> {
+    pub(super) fn stats(&self) -> std::sync::MutexGuard<'_, SandboxStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -87,7 +85,7 @@ impl App {
     }
 
     /// Takes one request of the 503 burst, if any is left.
-    fn take_burst(&self) -> bool {
+    pub(super) fn take_burst(&self) -> bool {
         self.burst_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
     }
 
@@ -110,7 +108,7 @@ impl App {
         }
     }
 
-    fn count(&self, field: fn(&mut SandboxStats) -> &mut u64) {
+    pub(super) fn count(&self, field: fn(&mut SandboxStats) -> &mut u64) {
         *field(&mut self.stats()) += 1;
     }
 
@@ -118,7 +116,7 @@ impl App {
         format!("{}{API_PREFIX}", self.base)
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -140,48 +138,6 @@ impl App {
     }
 }
 
-/// Token bucket: capacity `max(1, ceil(rate / 5))`, refilled continuously
-/// at `rate` tokens per second. Reset whenever the configured rate changes.
-#[derive(Debug, Default)]
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl Bucket {
-    fn capacity(rate: f64) -> f64 {
-        (rate / 5.0).ceil().max(1.0)
-    }
-
-    /// Takes one token, or returns how long until one is available.
-    fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
-        let capacity = Self::capacity(rate);
-        match self.last {
-            Some(last) if self.rate == rate => {
-                let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
-                self.tokens = (self.tokens + refill).min(capacity);
-            }
-            _ => {
-                self.rate = rate;
-                self.tokens = capacity;
-            }
-        }
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-        }
-    }
-}
-
-/// Marks a response that no route handler produced (unknown path or
-/// method), so the fault layer leaves it alone.
-#[derive(Clone, Copy)]
-struct Unrouted;
-
 /// Builds the whole router: the API behind the gate, and the control routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let path = |route: Route| format!("{API_PREFIX}{}", route.path);
@@ -202,107 +158,6 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/__sandbox/state", get(control_state))
         .route("/__sandbox/faults", get(control_faults).put(control_set_faults));
     api.merge(control).with_state(app)
-}
-
-fn chance(p: f64) -> bool {
-    p > 0.0 && (p >= 1.0 || rand::thread_rng().gen::<f64>() < p)
-}
-
-/// The checks every API request passes, in order: count, auth, rate limit,
-/// injected 503 (burst, then rate), latency and slowness; then the handler;
-/// then late answers (`slow_after_handler`), dropped connections and
-/// malformed bodies. Injected faults only hit the methods of `only_methods`
-/// (all when empty).
-async fn gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if req.uri().path().starts_with("/__sandbox") {
-        return unrouted(ApiError::no_route(req.method().as_str(), req.uri().path()));
-    }
-    app.count(|s| &mut s.total);
-    if !app.authorized(req.headers()) {
-        app.count(|s| &mut s.unauthorized);
-        return ApiError::unauthorized().into_response();
-    }
-    let faults = app.current_faults();
-    if let Some(rate) = faults.rate_limit.filter(|r| r.is_finite() && *r > 0.0) {
-        let taken = app.bucket.lock().unwrap_or_else(|e| e.into_inner()).take(rate, Instant::now());
-        if let Err(wait) = taken {
-            app.count(|s| &mut s.rate_limited);
-            return rate_limited(rate, wait, faults.rate_limit_hint);
-        }
-    }
-    let targeted = faults.only_methods.is_empty()
-        || faults.only_methods.iter().any(|m| m.eq_ignore_ascii_case(req.method().as_str()));
-    if targeted && (app.take_burst() || chance(faults.fail_rate)) {
-        app.count(|s| &mut s.injected_failures);
-        return ApiError::injected_failure().into_response();
-    }
-    let slow = targeted && chance(faults.slow_rate);
-    if slow {
-        app.count(|s| &mut s.slowed);
-    }
-    let slow_delay = Duration::from_millis(if slow { faults.slow_ms } else { 0 });
-    let mut delay = faults.latency;
-    if !faults.slow_after_handler {
-        delay += slow_delay;
-    }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-
-    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let conn = req.extensions().get::<ConnectInfo<ConnHandle>>().map(|c| c.0.clone());
-    let response = next.run(req).await;
-    if response.extensions().get::<Unrouted>().is_some() {
-        return response;
-    }
-    if faults.slow_after_handler && !slow_delay.is_zero() {
-        tokio::time::sleep(slow_delay).await;
-    }
-    if targeted && is_write && chance(faults.drop_rate) {
-        if let Some(conn) = conn {
-            conn.kill();
-            app.count(|s| &mut s.dropped);
-            return response;
-        }
-    }
-    let json_success = matches!(response.status(), StatusCode::OK | StatusCode::CREATED)
-        && response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if targeted && json_success && chance(faults.malformed_rate) {
-        app.count(|s| &mut s.malformed);
-        let (mut parts, _) = response.into_parts();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::from(MALFORMED_BODY));
-    }
-    response
-}
-
-fn rate_limited(rate: f64, wait: Duration, hint: RateLimitHint) -> Response {
-    let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let reset = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(1));
-    let limit = if rate.fract() == 0.0 { format!("{rate:.0}") } else { format!("{rate}") };
-    let mut response = ApiError::rate_limited().into_response();
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    if hint == RateLimitHint::RetryAfter {
-        set("retry-after", retry_after.to_string());
-    }
-    set("x-ratelimit-limit", limit);
-    set("x-ratelimit-remaining", "0".to_string());
-    if hint != RateLimitHint::NoHint {
-        set("x-ratelimit-reset", reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    }
-    set("ratelimit-reason", "jira-burst-based".to_string());
-    response
-}
-
-fn unrouted(err: ApiError) -> Response {
-    let mut response = err.into_response();
-    response.extensions_mut().insert(Unrouted);
-    response
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
@@ -726,21 +581,6 @@ async fn control_set_faults(State(app): State<Arc<App>>, body: Bytes) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_allows_its_capacity_then_refills() {
-        let mut b = Bucket::default();
-        let t0 = Instant::now();
-        // 10 rps: capacity 2.
-        assert!(b.take(10.0, t0).is_ok());
-        assert!(b.take(10.0, t0).is_ok());
-        let wait = b.take(10.0, t0).unwrap_err();
-        assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO);
-        assert!(b.take(10.0, t0 + Duration::from_millis(100)).is_ok());
-        // A changed rate starts a full bucket.
-        assert!(b.take(1.0, t0 + Duration::from_millis(100)).is_ok());
-        assert!(b.take(1.0, t0 + Duration::from_millis(100)).is_err());
-    }
 
     #[test]
     fn page_request_caps_and_rejects_garbage() {

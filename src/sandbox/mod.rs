@@ -31,7 +31,9 @@
 
 mod conn;
 mod error;
+mod gate;
 mod http;
+mod limits;
 mod seed;
 mod store;
 
@@ -47,6 +49,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::model;
+pub use limits::EndpointLimits;
 
 /// Default Basic-auth email of the sandbox.
 pub const DEFAULT_EMAIL: &str = "sandbox@example.com";
@@ -69,8 +72,11 @@ pub struct SandboxConfig {
     pub service_desks: Vec<String>,
     /// Added to every API request.
     pub latency: Duration,
-    /// Requests per second (token bucket); `None` for no limit.
+    /// Requests per second for the whole site (token bucket, answered as a
+    /// tenant quota); `None` for no limit.
     pub rate_limit: Option<f64>,
+    /// Requests per second per endpoint × method (empty: none).
+    pub endpoint_limits: EndpointLimits,
     /// Probability (0..=1) of an injected 503.
     pub fail_rate: f64,
     /// Largest page any list returns, whatever `limit` asks.
@@ -87,6 +93,7 @@ impl Default for SandboxConfig {
             service_desks: Vec::new(),
             latency: Duration::ZERO,
             rate_limit: None,
+            endpoint_limits: EndpointLimits::default(),
             fail_rate: 0.0,
             page_cap: 50,
             credentials: SandboxCredentials::default(),
@@ -151,8 +158,12 @@ pub struct Faults {
     /// Added to every API request (`latency_ms` in JSON).
     #[serde(rename = "latency_ms", with = "millis")]
     pub latency: Duration,
-    /// Requests per second (token bucket); `None` (or a non-positive rate) for no limit.
+    /// Requests per second for the whole site (token bucket answered with
+    /// `RateLimit-Reason: jira-quota-tenant-based`); `None` (or a
+    /// non-positive rate) for no limit.
     pub rate_limit: Option<f64>,
+    /// Requests per second per endpoint × method (`jira-burst-based`).
+    pub endpoint_limits: EndpointLimits,
     /// Probability of an injected 503.
     pub fail_rate: f64,
     /// Probability that a write is applied and then the connection is
@@ -267,8 +278,13 @@ impl Sandbox {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let url = base_url(addr);
-        let faults =
-            Faults { latency: cfg.latency, rate_limit: cfg.rate_limit, fail_rate: cfg.fail_rate, ..Faults::default() };
+        let faults = Faults {
+            latency: cfg.latency,
+            rate_limit: cfg.rate_limit,
+            endpoint_limits: cfg.endpoint_limits,
+            fail_rate: cfg.fail_rate,
+            ..Faults::default()
+        };
         let app = Arc::new(http::App::new(site, faults, cfg.credentials, url.clone(), cfg.page_cap));
         let service = http::router(app.clone()).into_make_service_with_connect_info::<conn::ConnHandle>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -57,6 +57,8 @@ pub struct ExportSummary {
     pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// The endpoint whose requests needed the most time at its rate.
+    pub busiest: Option<crate::throttle::EndpointLoad>,
     pub elapsed: Duration,
     pub out: PathBuf,
     /// Older snapshots removed by `--keep`.
@@ -77,6 +79,9 @@ impl fmt::Display for ExportSummary {
             plural(self.service_desk_links, "service desk link", "service desk links")
         )?;
         writeln!(f, "  {}", crate::report::traffic(self.requests, self.retries, self.rate_limited, self.elapsed))?;
+        if let Some(b) = &self.busiest {
+            writeln!(f, "  {}", b.describe(self.elapsed))?;
+        }
         for old in &self.removed_snapshots {
             writeln!(f, "  removed the older snapshot {} (--keep)", old.display())?;
         }
@@ -126,6 +131,7 @@ pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSumma
     let started = Instant::now();
     let started_at = now_rfc3339();
     let before = client.throttle().snapshot();
+    let routes_before = client.throttle().route_counts();
     let staging = Staging::prepare(&opts.out, opts.overwrite)?;
 
     let site = read_site(client, opts).await?;
@@ -179,6 +185,7 @@ pub async fn export(client: &Client, opts: &ExportOptions) -> Result<ExportSumma
         requests: counted.requests,
         retries: counted.retries,
         rate_limited: counted.rate_limited,
+        busiest: client.throttle().busiest_since(&routes_before),
         elapsed: started.elapsed(),
         out: opts.out.clone(),
     })

@@ -110,6 +110,18 @@ impl EndpointLoad {
     }
 }
 
+impl EndpointLoad {
+    /// For `--json` summaries.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "endpoint": self.route.to_string(),
+            "requests": self.requests,
+            "rate": if self.rate.is_finite() { Some(self.rate) } else { None },
+            "busy_seconds": self.busy().as_secs_f64(),
+        })
+    }
+}
+
 /// A rate printed without needless decimals.
 struct Rate(f64);
 

@@ -974,6 +974,7 @@ fn summary_display_names_counts_and_warnings() {
         requests: 40,
         retries: 2,
         rate_limited: 1,
+        busiest: None,
         elapsed: Duration::from_millis(1500),
         out: PathBuf::from("/backups/x"),
         removed_snapshots: vec![PathBuf::from("/backups/w")],

@@ -9,5 +9,6 @@ mod false_success;
 mod faults;
 mod hostile;
 mod import;
+mod pacing;
 mod sandbox;
 mod security;
