@@ -384,7 +384,7 @@ async fn snapshot_of_an_awkward_faulty_site_equals_its_seed_in_jsonl_and_csv() {
         &tmp.path().join("seed"),
         SandboxConfig {
             page_cap: 7,
-            rate_limit: Some(200.0),
+            rate_limit: Some(120.0),
             fail_rate: 0.1,
             service_desks: vec!["30".into()],
             ..SandboxConfig::default()
