@@ -73,7 +73,9 @@ impl Error {
 impl ImportError {
     pub fn exit(&self) -> Exit {
         match self {
-            ImportError::Input(_) | ImportError::Strict(..) | ImportError::Snapshot(_) => Exit::Usage,
+            ImportError::Input(_) | ImportError::Report(_) | ImportError::Strict(..) | ImportError::Snapshot(_) => {
+                Exit::Usage
+            }
             ImportError::Io { .. } | ImportError::Aborted { .. } => Exit::Aborted,
         }
     }

@@ -24,6 +24,7 @@ use crate::lanes::Lanes;
 use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
+use crate::report_path::{self, ReportTarget};
 use crate::resolve::Resolver;
 use crate::settings::ImportOptions;
 use crate::snapshot::{self, manifest::MANIFEST};
@@ -41,6 +42,9 @@ pub enum ImportError {
     /// A snapshot folder failed verification: nothing was sent (exit 2).
     #[error("{0}")]
     Snapshot(String),
+    /// `--report` names a file it must not replace: nothing was sent (exit 2).
+    #[error("{0}")]
+    Report(String),
     /// `--strict` found invalid rows: nothing was sent (exit 2).
     #[error("--strict: {0} invalid rows, nothing was sent (see the report {1})")]
     Strict(u64, PathBuf),
@@ -60,6 +64,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
 /// State of the single consumer.
 struct Run<'a> {
     opts: &'a ImportOptions,
+    target: ReportTarget,
     partial: ReportWriter,
     partial_path: PathBuf,
     outcomes: Vec<Option<RowOutcome>>,
@@ -165,14 +170,19 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     for w in input.warnings() {
         tracing::warn!("{w}");
     }
+    let target = report_path::check(&opts.report, &opts.paths, input.files()).map_err(ImportError::Report)?;
     let format = ReportFormat::for_path(&opts.report);
     if opts.strict {
-        strict_check(&input, opts, format)?;
+        strict_check(&input, opts, format, target)?;
     }
     let partial_path = partial_path(&opts.report);
-    let partial = ReportWriter::create(&partial_path, format).map_err(io_err(&partial_path))?;
+    let partial = match target {
+        ReportTarget::File => ReportWriter::create(&partial_path, format).map_err(io_err(&partial_path))?,
+        ReportTarget::Direct => ReportWriter::disabled(format),
+    };
     let mut run = Run {
         opts,
+        target,
         partial,
         partial_path,
         outcomes: Vec::new(),
@@ -349,7 +359,12 @@ fn conc(client: &Client) -> usize {
 }
 
 /// `--strict`: validate every row before anything is sent.
-fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) -> Result<(), ImportError> {
+fn strict_check(
+    input: &InputSet,
+    opts: &ImportOptions,
+    format: ReportFormat,
+    target: ReportTarget,
+) -> Result<(), ImportError> {
     let mut invalid = 0u64;
     for r in input.rows() {
         if let Err(inv) = r? {
@@ -363,7 +378,7 @@ fn strict_check(input: &InputSet, opts: &ImportOptions, format: ReportFormat) ->
         return Ok(());
     }
     let note: Arc<str> = format!("not sent: --strict found {invalid} invalid rows").into();
-    write_report(&opts.report, format, input, &mut Summary::default(), |row| match row {
+    write_report(&opts.report, (format, target), input, &mut Summary::default(), |row| match row {
         Ok(row) => (
             plain_row(row, None),
             RowOutcome { outcome: Outcome::Planned, http_status: None, attempts: 0, message: Some(note.clone()) },
@@ -496,7 +511,8 @@ fn abort_before_rows(
     let message = abort_message(e);
     let note: Arc<str> = format!("not sent: {message}").into();
     let mut summary = std::mem::take(&mut run.summary);
-    write_report(&run.opts.report, ReportFormat::for_path(&run.opts.report), input, &mut summary, |row| match row {
+    let spec = (ReportFormat::for_path(&run.opts.report), run.target);
+    write_report(&run.opts.report, spec, input, &mut summary, |row| match row {
         Ok(row) => (plain_row(row, None), RowOutcome::not_sent(note.clone())),
         Err(inv) => (invalid_row(inv), RowOutcome::failed(inv.message.clone())),
     })?;
@@ -541,11 +557,11 @@ fn write_final(
     counters: CounterSnapshot,
     started: Instant,
 ) -> Result<Summary, ImportError> {
-    let Run { opts, partial, partial_path, outcomes, targets, org_ids, mut summary, .. } = run;
+    let Run { opts, target, partial, partial_path, outcomes, targets, org_ids, mut summary, .. } = run;
     partial.finish().map_err(io_err(&partial_path))?;
     let format = ReportFormat::for_path(&opts.report);
     let mut idx = 0usize;
-    write_report(&opts.report, format, input, &mut summary, |row| {
+    write_report(&opts.report, (format, target), input, &mut summary, |row| {
         let outcome = outcomes
             .get(idx)
             .cloned()
@@ -564,7 +580,9 @@ fn write_final(
             Err(inv) => (invalid_row(inv), outcome),
         }
     })?;
-    std::fs::remove_file(&partial_path).map_err(io_err(&partial_path))?;
+    if target == ReportTarget::File {
+        std::fs::remove_file(&partial_path).map_err(io_err(&partial_path))?;
+    }
     summary.counters = counters;
     summary.elapsed = started.elapsed();
     summary.report = Some(opts.report.clone());
@@ -609,11 +627,12 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
     }
 }
 
-/// Write a whole report atomically (temp file beside it, then rename),
-/// one row per input row in input order, counting each into `summary`.
+/// Write a whole report atomically (temp file beside it, then rename; a
+/// device is written directly), one row per input row in input order,
+/// counting each into `summary`.
 fn write_report(
     path: &Path,
-    format: ReportFormat,
+    (format, target): (ReportFormat, ReportTarget),
     input: &InputSet,
     summary: &mut Summary,
     mut row_for: impl FnMut(&Result<crate::input::Row, InvalidRow>) -> (ReportRow, RowOutcome),
@@ -622,9 +641,15 @@ fn write_report(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
-    let tmp_path = tmp.path().to_path_buf();
-    let mut w = ReportWriter::create(&tmp_path, format).map_err(io_err(&tmp_path))?;
+    let (tmp, mut w) = match target {
+        ReportTarget::File => {
+            let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
+            let w = ReportWriter::create(tmp.path(), format).map_err(io_err(tmp.path()))?;
+            (Some(tmp), w)
+        }
+        ReportTarget::Direct => (None, ReportWriter::direct(path, format).map_err(io_err(path))?),
+    };
+    let written = tmp.as_ref().map_or(path, |t| t.path()).to_path_buf();
     for r in input.rows() {
         let r = r?;
         let (mut row, o) = row_for(&r);
@@ -632,10 +657,12 @@ fn write_report(
         row.http_status = o.http_status;
         row.attempts = o.attempts;
         row.message = o.message.as_deref().unwrap_or("").to_string();
-        w.write(&row).map_err(io_err(&tmp_path))?;
+        w.write(&row).map_err(io_err(&written))?;
         summary.tally(&row);
     }
-    w.finish().map_err(io_err(&tmp_path))?;
-    tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
+    w.finish().map_err(io_err(&written))?;
+    if let Some(tmp) = tmp {
+        tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
+    }
     Ok(())
 }

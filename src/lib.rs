@@ -18,6 +18,7 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod report_path;
 pub mod resolve;
 pub mod routes;
 pub mod sandbox;

@@ -143,23 +143,47 @@ impl ReportFormat {
 /// buffer in one piece, so the buffer never spills half a row to disk: a run
 /// killed at any moment leaves `FILE.partial` ending on a row boundary.
 pub struct ReportWriter {
-    out: BufWriter<File>,
+    /// `None`: rows are dropped (no `FILE.partial` beside a device).
+    out: Option<BufWriter<File>>,
     format: ReportFormat,
+    /// fsync on finish (a regular file; a device may refuse it).
+    sync: bool,
 }
 
 impl ReportWriter {
     /// Create (truncate) `path`. `format` decides CSV or JSONL.
     pub fn create(path: &Path, format: ReportFormat) -> std::io::Result<ReportWriter> {
-        let file = create_private(path)?;
+        ReportWriter::over(create_private(path)?, format, true)
+    }
+
+    /// Write to an existing device or pipe (`/dev/stdout`, `/dev/null`, a
+    /// FIFO) as it is: never created, truncated, replaced or chmod-ed.
+    pub fn direct(path: &Path, format: ReportFormat) -> std::io::Result<ReportWriter> {
+        ReportWriter::over(std::fs::OpenOptions::new().write(true).open(path)?, format, false)
+    }
+
+    /// A writer that keeps nothing.
+    pub fn disabled(format: ReportFormat) -> ReportWriter {
+        ReportWriter { out: None, format, sync: false }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.out.is_some()
+    }
+
+    fn over(file: File, format: ReportFormat, sync: bool) -> std::io::Result<ReportWriter> {
         // Reports of million-row inputs run to hundreds of MB: large writes.
         let mut out = BufWriter::with_capacity(64 * 1024, file);
         if format == ReportFormat::Csv {
             out.write_all(&csv_record(COLUMNS)?)?;
         }
-        Ok(ReportWriter { out, format })
+        Ok(ReportWriter { out: Some(out), format, sync })
     }
 
     pub fn write(&mut self, row: &ReportRow) -> std::io::Result<()> {
+        if self.out.is_none() {
+            return Ok(());
+        }
         let bytes = match self.format {
             ReportFormat::Jsonl => {
                 let mut line = serde_json::to_vec(row)?;
@@ -186,18 +210,24 @@ impl ReportWriter {
             }
         };
         // One piece: the buffer spills whole rows only.
-        self.out.write_all(&bytes)
+        match &mut self.out {
+            Some(out) => out.write_all(&bytes),
+            None => Ok(()),
+        }
     }
 
     /// Flush buffers so an interrupted run keeps what was written.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        self.out.as_mut().map_or(Ok(()), |out| out.flush())
     }
 
-    /// Flush and fsync.
+    /// Flush, and fsync a regular file.
     pub fn finish(mut self) -> std::io::Result<()> {
         self.flush()?;
-        self.out.get_ref().sync_all()
+        match &self.out {
+            Some(out) if self.sync => out.get_ref().sync_all(),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -230,6 +230,13 @@ fn ext_of(path: &Path) -> Option<Ext> {
     }
 }
 
+/// Whether a file of this name inside an input folder is read as input
+/// (`--report` must not be, or the next run would import the report).
+pub fn read_as_input(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    !name.starts_with('.') && !name.starts_with(REPORT_PREFIX) && ext_of(path).is_some()
+}
+
 /// The input files directly in `dir`: snapshot data files first (in
 /// snapshot order), then the rest by name. Hidden files and earlier
 /// reports are skipped.

@@ -531,3 +531,66 @@ async fn an_unreachable_site_exits_3_within_15_seconds() {
     let rows = read_jsonl_report(&report);
     assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["not_sent", "not_sent"]);
 }
+
+// ----- --report paths ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_paths_that_would_destroy_or_pollute_input_are_refused_before_any_request() {
+    let sb = sandbox(None, SandboxConfig::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    let input = write(&dir, "orgs.csv", "name\nA\n");
+    let c = client(&sb.url());
+    let cases = [
+        (input.clone(), vec![input.clone()], "is an input file"),
+        (input.clone(), vec![dir.clone()], "is an input file"),
+        (dir.join("report.csv"), vec![dir.clone()], "inside the input folder"),
+        (tmp.path().join("missing").join("r.csv"), vec![input.clone()], "does not exist"),
+        (dir.clone(), vec![input.clone()], "is a folder"),
+    ];
+    for (report, paths, why) in cases {
+        let opts = jsm_orgs::settings::ImportOptions { paths, ..import_options(&input, &report) };
+        let err = import(&c, &opts).await.expect_err(why);
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("--report") && err.to_string().contains(why), "{err}");
+    }
+    assert_eq!(sb.stats().total, 0, "nothing was sent");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), "name\nA\n", "the input is intact");
+    assert_eq!(crate::faults::entries(&dir), ["orgs.csv"], "nothing was written beside the input");
+    // A report name that a later run skips is fine inside the input folder.
+    let fine = dir.join("jsm-orgs-report-1.csv");
+    import(&c, &import_options(&dir, &fine)).await.unwrap();
+    assert!(fine.is_file());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_or_pipe_report_is_written_directly_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let sb = sandbox(None, SandboxConfig::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "orgs.csv", "name\nA\nB\n");
+    let c = client(&sb.url());
+    import(&c, &import_options(&input, Path::new("/dev/null"))).await.unwrap();
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    assert!(!Path::new("/dev/null.partial").exists());
+
+    // A FIFO: the report arrives through it, and it stays a FIFO.
+    let fifo = tmp.path().join("report.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mkfifo unavailable: FIFO case skipped");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    import(&c, &import_options(&input, &fifo)).await.unwrap();
+    let text = reader.join().unwrap();
+    assert!(text.starts_with("source,kind,action"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(crate::faults::entries(tmp.path()), ["orgs.csv", "report.fifo"], "no .partial, no temp file");
+}

@@ -1602,12 +1602,12 @@ async fn an_unreachable_site_aborts_with_exit_3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unwritable_report_exits_3_before_sending_anything() {
+async fn a_report_in_a_missing_folder_is_a_usage_error_before_sending_anything() {
     let sb = sandbox(None, 0).await;
     let tmp = tempfile::tempdir().unwrap();
     let file = write(tmp.path(), "orgs.csv", "name\nA\n");
     let report = tmp.path().join("no-such-dir").join("r.csv");
-    assert_eq!(import(&sb.url(), &file, &report, &[]).await, 3);
+    assert_eq!(import(&sb.url(), &file, &report, &[]).await, 2);
     assert_eq!(sb.stats().total, 0);
 }
 
