@@ -288,6 +288,10 @@ pub struct SandboxArgs {
     /// Page size cap of list calls.
     #[arg(long, default_value_t = 50)]
     pub page_cap: usize,
+
+    /// Customer list (CSV: email, display_name, account_id, hidden); then only known people exist.
+    #[arg(long, value_name = "FILE")]
+    pub customers: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -81,7 +81,15 @@ impl Resolver {
         mut progress: impl FnMut(),
     ) -> HashMap<Box<str>, Resolved> {
         let mut out = HashMap::with_capacity(emails.len());
-        let mut done = stream::iter(emails.iter())
+        // The first email alone: a site without the user search (Data
+        // Center) then answers one 404, not one per email.
+        let mut emails = emails.iter();
+        if let Some((email, need)) = emails.next() {
+            let r = self.resolve(email, need.display_name.as_deref(), self.create_for(need.adds)).await;
+            progress();
+            out.insert(email.clone(), r);
+        }
+        let mut done = stream::iter(emails)
             .map(|(email, need)| {
                 let this = Arc::clone(self);
                 let create = self.create_for(need.adds);

@@ -219,6 +219,7 @@ impl Settings {
                     fail_rate: a.fail_rate,
                     page_cap: a.page_cap,
                     credentials: SandboxCredentials::from_env(),
+                    customers: a.customers,
                 })
             }
             Command::Demo(a) => Task::Demo { dir: a.dir, progress },

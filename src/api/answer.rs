@@ -14,6 +14,10 @@ pub enum Expect {
     Json(&'static [u16]),
     /// No body (empty, or at most a JSON document), with one of these statuses.
     Empty(&'static [u16]),
+    /// Like `Json`, on a route that a site may lack altogether (the Jira
+    /// Cloud platform API on Data Center): a 404 of any body, HTML
+    /// included, is that absence, a plain status error.
+    Probe(&'static [u16]),
 }
 
 impl Expect {
@@ -24,7 +28,7 @@ impl Expect {
 
     fn statuses(self) -> &'static [u16] {
         match self {
-            Expect::Json(s) | Expect::Empty(s) => s,
+            Expect::Json(s) | Expect::Empty(s) | Expect::Probe(s) => s,
         }
     }
 }
@@ -49,7 +53,8 @@ pub fn check(expect: Expect, call: &str, a: &Answer<'_>) -> Result<(), Option<Er
     }
     // 401/403 keep their hint and 429/5xx their retry: an HTML page there
     // is a gateway's error page, which the status already says.
-    let own_status = matches!(status, 401 | 403 | 429 | 500..=599);
+    let own_status =
+        matches!(status, 401 | 403 | 429 | 500..=599) || (status == 404 && matches!(expect, Expect::Probe(_)));
     if !own_status && looks_like_html(a.content_type, a.body) {
         return Err(Some(ErrorKind::Html { status, call: call.to_string() }));
     }
@@ -123,6 +128,7 @@ mod tests {
         assert!(e.is_fatal());
         assert_eq!(check(Expect::GET, "c", &answer(404, Some("application/json"), b"{}")), Err(None));
         assert_eq!(check(Expect::GET, "c", &answer(502, Some("text/html"), b"<html>")), Err(None));
+        assert_eq!(check(Expect::Probe(&[200]), "c", &answer(404, Some("text/html"), b"<html>")), Err(None));
         let e = check(Expect::GET, "c", &answer(404, Some("text/html"), b"<html>")).unwrap_err().unwrap();
         assert!(matches!(e, ErrorKind::Html { status: 404, .. }), "an HTML 404 is not 'not found'");
     }

@@ -56,7 +56,8 @@ impl Client {
     pub async fn search_users_page(&self, query: &str, start: u64, max: u64) -> Result<Called<Vec<User>>, ApiError> {
         let params = [("query", query.to_string()), ("startAt", start.to_string()), ("maxResults", max.to_string())];
         let segments: Vec<&str> = SEARCH_USERS.segments().filter_map(Result::ok).collect();
-        self.get_json(SEARCH_USERS, self.platform_url(&segments, &params)?).await
+        let url = self.platform_url(&segments, &params)?;
+        self.call(SEARCH_USERS, url, Body::None, Expect::Probe(&[200]), |_, b| json(b)).await
     }
 
     /// Every user the search finds for `query`: pages are followed while

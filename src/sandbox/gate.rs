@@ -19,14 +19,19 @@ use super::conn::ConnHandle;
 use super::error::ApiError;
 use super::http::{App, API_PREFIX};
 use super::limits;
-use crate::routes::{Route, Verb};
+use crate::routes::{self, Route, Verb};
 
 /// The body that replaces a JSON success body when `malformed_rate` fires.
 const MALFORMED_BODY: &str = "{\"values\": [";
 
 /// The route template a request addresses, if it is one of the API's.
 fn route_of(method: &Method, path: &str) -> Option<Route> {
-    Route::matching(Verb::parse(method.as_str())?, path.strip_prefix(API_PREFIX)?)
+    let verb = Verb::parse(method.as_str())?;
+    // The user search lives beside the JSM API, not under it.
+    if verb == routes::SEARCH_USERS.verb && path.trim_end_matches('/') == routes::SEARCH_USERS.path {
+        return Some(routes::SEARCH_USERS);
+    }
+    Route::matching(verb, path.strip_prefix(API_PREFIX)?)
 }
 
 /// Marks a response that no route handler produced (unknown path or

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+use super::customers;
 use super::error::ApiError;
 use super::gate::{gate, unrouted};
 use super::limits::Limiter;
@@ -98,7 +99,7 @@ impl App {
     }
 
     /// Counts a request that reached the handler of `route` ("METHOD /template").
-    fn hit(&self, route: Route) {
+    pub(super) fn hit(&self, route: Route) {
         let mut stats = self.stats();
         *stats.by_route.entry(route.to_string()).or_insert(0) += 1;
         if route.verb == Verb::Get {
@@ -110,6 +111,11 @@ impl App {
 
     pub(super) fn count(&self, field: fn(&mut SandboxStats) -> &mut u64) {
         *field(&mut self.stats()) += 1;
+    }
+
+    /// The site base, `http://127.0.0.1:PORT`.
+    pub(super) fn base(&self) -> &str {
+        &self.base
     }
 
     fn api_base(&self) -> String {
@@ -149,6 +155,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route(&path(routes::LIST_MEMBERS), get(list_users).post(add_users).delete(remove_users))
         .route(&path(routes::LIST_DESKS), get(list_desks))
         .route(&path(routes::LIST_DESK_ORGS), get(list_desk_orgs).post(link_org).delete(unlink_org))
+        .route(&path(routes::CREATE_CUSTOMER), post(customers::create_customer))
+        .route(routes::SEARCH_USERS.path, get(customers::search_users))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), gate));
@@ -292,7 +300,7 @@ fn org_dto(api: &str, org: &Org) -> Value {
     Value::Object(m)
 }
 
-fn user_dto(base: &str, account_id: &str, user: &User) -> Value {
+pub(super) fn user_dto(base: &str, account_id: &str, user: &User) -> Value {
     let enc = encode_segment(account_id);
     let rest = format!("{base}/rest/api/2/user?accountId={enc}");
     let avatar = |size: u32| format!("{base}/secure/useravatar?size={size}&ownerId={enc}");

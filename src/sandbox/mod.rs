@@ -30,6 +30,7 @@
 //! `GET|PUT /__sandbox/faults`.
 
 mod conn;
+mod customers;
 mod error;
 mod gate;
 mod http;
@@ -83,6 +84,10 @@ pub struct SandboxConfig {
     pub page_cap: usize,
     /// The credentials the sandbox accepts.
     pub credentials: SandboxCredentials,
+    /// A customer list (CSV: `email`, `display_name`, `account_id`,
+    /// `hidden`). With one, only known people exist: account ids the site
+    /// has never seen are rejected, as on a real site.
+    pub customers: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -97,6 +102,7 @@ impl Default for SandboxConfig {
             fail_rate: 0.0,
             page_cap: 50,
             credentials: SandboxCredentials::default(),
+            customers: None,
         }
     }
 }
@@ -271,8 +277,12 @@ impl Sandbox {
             Some(dir) => seed::load(dir).with_context(|| format!("cannot seed the sandbox from {}", dir.display()))?,
             None => store::SeedRecords::default(),
         };
-        let site = store::Site::from_records(records, &cfg.service_desks)
+        let mut site = store::Site::from_records(records, &cfg.service_desks)
             .map_err(|e| anyhow::anyhow!("cannot seed the sandbox: {e}"))?;
+        if let Some(path) = &cfg.customers {
+            let people = customers::load(path)?;
+            site.add_customers(people).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -91,8 +91,11 @@ pub(crate) struct Site {
     orgs: BTreeMap<u64, Org>,
     by_name: HashMap<String, u64>,
     last_id: u64,
-    /// Users named by the seed; any other well-formed id is synthesized.
-    users: HashMap<String, User>,
+    /// Users named by the seed, the customer list and created customers;
+    /// any other well-formed id is synthesized unless the directory is closed.
+    pub(super) users: HashMap<String, User>,
+    /// People by email (see `customers`).
+    pub(super) directory: super::customers::Directory,
     desks: BTreeMap<DeskId, BTreeSet<u64>>,
     /// Project key and name of each desk.
     desk_info: HashMap<DeskId, DeskInfo>,
@@ -157,6 +160,7 @@ impl Site {
                 user.display_name = synthetic_display_name(id);
             }
         }
+        site.index_emails();
         for rec in seed.properties {
             let org =
                 site.orgs.get_mut(&rec.organization_id).ok_or_else(|| missing_org("property", rec.organization_id))?;
@@ -261,7 +265,7 @@ impl Site {
         if let Some(user) = self.users.get(account_id) {
             return Some(user.clone());
         }
-        synthetic_account_exists(account_id).then(|| User {
+        (!self.directory.closed && synthetic_account_exists(account_id)).then(|| User {
             email: Some(synthetic_email(account_id)),
             display_name: synthetic_display_name(account_id),
         })
@@ -481,7 +485,7 @@ fn synthetic_email(id: &str) -> String {
 }
 
 /// A random RFC 4122 version-4 uuid in its usual text form.
-fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     let mut b: [u8; 16] = rand::thread_rng().gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

@@ -147,3 +147,39 @@ pub fn csv_created(orgs: &[jsm_orgs::model::OrgRecord]) -> Vec<jsm_orgs::model::
         })
         .collect()
 }
+
+/// The sandbox's Basic credentials as an environment.
+pub fn env() -> jsm_orgs::Env {
+    jsm_orgs::Env::from_pairs([("JSM_EMAIL", EMAIL), ("JSM_API_TOKEN", TOKEN)])
+}
+
+pub fn s(p: &std::path::Path) -> String {
+    p.to_str().expect("utf-8 path").to_string()
+}
+
+/// `jsm-orgs ARGS` in process, with `env`.
+pub async fn run_with(args: &[String], env: &jsm_orgs::Env) -> u8 {
+    use clap::Parser;
+    let mut argv = vec!["jsm-orgs".to_string()];
+    argv.extend(args.iter().cloned());
+    let cli = jsm_orgs::cli::Cli::try_parse_from(argv).expect("valid command line");
+    jsm_orgs::run(cli, env, false).await
+}
+
+/// `jsm-orgs import INPUT --site SITE --report REPORT [EXTRA]` in process,
+/// with a fast rate ceiling and the sandbox credentials.
+pub async fn import(site: &str, input: &std::path::Path, report: &std::path::Path, extra: &[&str]) -> u8 {
+    let mut args: Vec<String> =
+        vec!["import".into(), s(input), "--site".into(), site.into(), "--report".into(), s(report)];
+    args.extend(["--rate", "2000", "--quiet"].iter().map(|a| a.to_string()));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run_with(&args, &env()).await
+}
+
+/// A 200 answer holding one last page of `values`.
+pub fn page(values: Value) -> wiremock::ResponseTemplate {
+    let n = values.as_array().map_or(0, Vec::len);
+    wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "start": 0, "limit": 50, "size": n, "isLastPage": true, "values": values,
+    }))
+}

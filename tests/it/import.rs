@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use jsm_orgs::cli::Cli;
 use jsm_orgs::model::{unescape_formula, DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord};
 use jsm_orgs::sandbox::{Sandbox, SandboxConfig, SiteState};
 use jsm_orgs::Env;
@@ -17,16 +15,12 @@ use serde_json::{json, Value};
 use wiremock::matchers::{any, body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{assert_no_duplicate_orgs, cli, content_of, Content, EMAIL, TOKEN};
+use crate::common::{assert_no_duplicate_orgs, cli, content_of, env, import, page, run_with, s, Content, EMAIL, TOKEN};
 
 const API: &str = "/rest/servicedeskapi";
 const DESKS: [&str; 2] = ["10001", "10002"];
 
 // ----- helpers ---------------------------------------------------------------
-
-fn env() -> Env {
-    Env::from_pairs([("JSM_EMAIL", EMAIL), ("JSM_API_TOKEN", TOKEN)])
-}
 
 async fn sandbox(seed: Option<&Path>, latency_ms: u64) -> Sandbox {
     Sandbox::start(SandboxConfig {
@@ -37,28 +31,6 @@ async fn sandbox(seed: Option<&Path>, latency_ms: u64) -> Sandbox {
     })
     .await
     .expect("sandbox starts")
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().expect("utf-8 path").to_string()
-}
-
-/// `jsm-orgs ARGS` in process, with `env`.
-async fn run_with(args: &[String], env: &Env) -> u8 {
-    let mut argv = vec!["jsm-orgs".to_string()];
-    argv.extend(args.iter().cloned());
-    let cli = Cli::try_parse_from(argv).expect("valid command line");
-    jsm_orgs::run(cli, env, false).await
-}
-
-/// `jsm-orgs import INPUT --site SITE --report REPORT [EXTRA]` with a fast
-/// rate ceiling and the sandbox credentials.
-async fn import(site: &str, input: &Path, report: &Path, extra: &[&str]) -> u8 {
-    let mut args: Vec<String> =
-        vec!["import".into(), s(input), "--site".into(), site.into(), "--report".into(), s(report)];
-    args.extend(["--rate", "2000", "--quiet"].iter().map(|a| a.to_string()));
-    args.extend(extra.iter().map(|a| a.to_string()));
-    run_with(&args, &env()).await
 }
 
 async fn export(site: &str, out: &Path, extra: &[&str]) -> u8 {
@@ -987,13 +959,6 @@ async fn prune_removes_exactly_the_unlisted_items_of_named_organizations() {
 }
 
 // ----- 6. exact requests (wiremock) --------------------------------------------
-
-fn page(values: Value) -> ResponseTemplate {
-    let n = values.as_array().map_or(0, |v| v.len());
-    ResponseTemplate::new(200).set_body_json(json!({
-        "start": 0, "limit": 50, "size": n, "isLastPage": true, "values": values,
-    }))
-}
 
 /// A site with one organization "Acme" (id 7) and no members; every other
 /// request is answered 500 and must not happen.

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod common;
+mod email;
 mod export;
 mod false_success;
 mod faults;
