@@ -121,10 +121,42 @@ run goes, so a killed run keeps them.
         environment!()
     ))]
     Import(ImportArgs),
+    /// Check that a snapshot is exactly what the export wrote (sha256, row counts, records).
+    #[command(after_help = "Examples:
+  jsm-orgs verify backups/2026-12-06
+  jsm-orgs verify backups/2026-12-06 --json
+
+Checks manifest.json (format and version), that each of the four data files it lists is
+present with the sha256 and row count it records and that every record parses, and that
+no other data file sits in the folder. `import` of a snapshot folder does this first.
+
+Exit codes:
+  0  intact
+  1  damaged: each damaged file is named
+  2  not a snapshot (no or unreadable manifest.json, unknown format version)")]
+    Verify(VerifyArgs),
+    /// What changed between two snapshots (JSONL or CSV, in any mix).
+    #[command(after_help = "Examples:
+  jsm-orgs diff backups/2026-12-05 backups/2026-12-06              # CSV rows on stdout
+  jsm-orgs diff backups/2026-12-05 backups/2026-12-06 --report night.csv
+  jsm-orgs diff prod-snap staging-snap --across-sites --json
+
+Records match by organization id, so a rename is one `changed` row. Report columns:
+kind,change,organization,organization_id,target,old,new with kind one of organizations,
+members, properties, service_desks and change one of added, removed, changed; an
+organization's removal also lists its members, properties and desk links as removed.
+The counts per kind go to stderr. Snapshots of two sites are refused unless
+--across-sites (organizations then match by name, desks by project key).
+
+Exit codes:
+  0  identical
+  1  different
+  2  unreadable snapshot, records out of export order, or two sites without --across-sites")]
+    Diff(DiffArgs),
     /// Run the local sandbox site (the embedded default) until Ctrl-C.
     #[command(after_help = "Examples:
   jsm-orgs sandbox                                            # empty site on 127.0.0.1:8080
-  jsm-orgs sandbox --seed backups/2026-11-28 --service-desks 10001,10002
+  jsm-orgs sandbox --seed backups/2026-11-28 --service-desks 10001=SUP,10002=ITS:IT
   jsm-orgs sandbox --latency-ms 150 --rate-limit 100 --fail-rate 0.02
 
 It prints its URL and the credentials it accepts.")]
@@ -175,6 +207,40 @@ pub struct ConnArgs {
     pub unreachable_after: f64,
 
     /// Print one JSON summary object on stdout (human summary stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The snapshot directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Print one JSON object on stdout (human lines stay on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot directory.
+    #[arg(value_name = "OLD")]
+    pub old: PathBuf,
+
+    /// The newer snapshot directory.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+
+    /// Write the changes to FILE (CSV, or JSONL when it ends in .jsonl) instead of CSV on stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// The snapshots are of two sites: match organizations by name and desks by project key.
+    #[arg(long)]
+    pub across_sites: bool,
+
+    /// Print one JSON summary object on stdout (without --report, no change rows are printed).
     #[arg(long)]
     pub json: bool,
 }
@@ -264,8 +330,9 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "DIR")]
     pub seed: Option<PathBuf>,
 
-    /// Service desk ids the site knows besides those in the seed (repeatable or comma-separated).
-    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    /// Service desks the site knows besides those in the seed: ID, ID=KEY or ID=KEY:NAME
+    /// (repeatable or comma-separated; default key SD<ID>).
+    #[arg(long, value_delimiter = ',', value_name = "ID[=KEY[:NAME]]")]
     pub service_desks: Vec<String>,
 
     /// Added latency per request, in milliseconds.

@@ -8,7 +8,8 @@
 
 use crate::import::ImportError;
 use crate::settings::UsageError;
-use crate::snapshot::ExportError;
+use crate::snapshot::manifest::ManifestError;
+use crate::snapshot::{DiffError, ExportError};
 
 /// How a finished command ends the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +48,12 @@ pub enum Error {
     Import(#[from] ImportError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// `verify`: not a snapshot.
+    #[error(transparent)]
+    NotASnapshot(#[from] ManifestError),
+    /// `diff`: a snapshot could not be read or compared.
+    #[error(transparent)]
+    Diff(#[from] DiffError),
     /// The sandbox or the demo could not run (bind, seed, runtime).
     #[error("{0:#}")]
     Setup(anyhow::Error),
@@ -58,7 +65,7 @@ pub enum Error {
 impl Error {
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) => Exit::Usage,
+            Error::Usage(_) | Error::NotASnapshot(_) | Error::Diff(_) => Exit::Usage,
             Error::Import(e) => e.exit(),
             Error::Export(e) => e.exit(),
             Error::Setup(_) | Error::Io(_) => Exit::Aborted,

@@ -18,7 +18,7 @@ use crate::api::RetryPolicy;
 use crate::api::{Auth, ClientConfig};
 use crate::cli::{Cli, Command, CompletionShell, ConnArgs, FormatArg};
 use crate::sandbox::{SandboxConfig, SandboxCredentials};
-use crate::snapshot::{ExportOptions, Format};
+use crate::snapshot::{DiffOptions, ExportOptions, Format};
 use crate::throttle::ThrottleConfig;
 
 /// The process environment, passed in so tests can run in-process without
@@ -120,6 +120,8 @@ pub enum Task {
     Sandbox(SandboxConfig),
     Demo { dir: Option<PathBuf>, progress: bool },
     Completions(CompletionTarget),
+    Verify { dir: PathBuf },
+    Diff(DiffOptions),
 }
 
 #[derive(Debug)]
@@ -223,6 +225,14 @@ impl Settings {
                 })
             }
             Command::Demo(a) => Task::Demo { dir: a.dir, progress },
+            Command::Verify(a) => {
+                json = a.json;
+                Task::Verify { dir: a.dir }
+            }
+            Command::Diff(a) => {
+                json = a.json;
+                Task::Diff(DiffOptions { old: a.old, new: a.new, report: a.report, across_sites: a.across_sites })
+            }
             Command::Completions(a) => Task::Completions(match a.shell {
                 CompletionShell::Bash => CompletionTarget::Shell(clap_complete::Shell::Bash),
                 CompletionShell::Zsh => CompletionTarget::Shell(clap_complete::Shell::Zsh),

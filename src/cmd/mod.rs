@@ -1,5 +1,5 @@
 //! The verbs: one thin entry point per command (`import`, `export`,
-//! `sandbox`, `demo`, `completions`), each taking validated settings and
+//! `verify`, `diff`, `sandbox`, `demo`, `completions`), each taking validated settings and
 //! returning how the process should end.
 //!
 //! Owns the wiring a verb needs around its library function — the client and
@@ -10,9 +10,11 @@
 
 pub mod completions;
 pub mod demo;
+pub mod diff;
 pub mod export;
 pub mod import;
 pub mod sandbox;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -30,6 +32,8 @@ pub async fn run(settings: Settings) -> Result<Exit, Error> {
         Task::Sandbox(cfg) => sandbox::run(cfg).await,
         Task::Demo { dir, progress } => demo::run(dir, progress).await,
         Task::Completions(target) => completions::run(target),
+        Task::Verify { dir } => verify::run(&dir, json),
+        Task::Diff(opts) => diff::run(&opts, json),
     }
 }
 

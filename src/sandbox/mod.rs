@@ -336,6 +336,12 @@ impl Sandbox {
         self.app.site().dump()
     }
 
+    /// Renames an organization, as an admin does in the JSM UI (the REST API
+    /// has no rename): for rehearsing `diff` and restores.
+    pub fn rename_organization(&self, id: u64, name: &str) -> Result<(), String> {
+        self.app.site().rename_org(id, name)
+    }
+
     /// Replaces the fault knobs.
     pub fn set_faults(&self, f: Faults) {
         self.app.set_faults(f);

@@ -250,6 +250,19 @@ impl Site {
         Ok(self.orgs.entry(id).or_insert(org))
     }
 
+    /// Renames an organization (a UI action: the API has none). The new
+    /// name must be free.
+    pub fn rename_org(&mut self, id: u64, name: &str) -> Result<(), String> {
+        if self.by_name.get(name).is_some_and(|other| *other != id) {
+            return Err(format!("an organization named {name:?} exists already"));
+        }
+        let org = self.orgs.get_mut(&id).ok_or_else(|| format!("no organization {id}"))?;
+        self.by_name.remove(&org.name);
+        org.name = name.to_string();
+        self.by_name.insert(name.to_string(), id);
+        Ok(())
+    }
+
     /// Deletes the organization with its members, properties and links.
     pub fn delete_org(&mut self, id: u64) -> Result<(), ApiError> {
         let org = self.orgs.remove(&id).ok_or_else(|| ApiError::org_not_found(id))?;

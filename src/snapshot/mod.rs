@@ -8,8 +8,10 @@
 //! this module parses or writes snapshot files on its own, so the format can
 //! change in one place.
 
+pub mod diff;
 mod export;
 pub mod manifest;
+mod merge;
 mod pager;
 mod pipeline;
 pub mod read;
@@ -17,6 +19,7 @@ mod retention;
 pub mod verify;
 mod write;
 
+pub use diff::{diff, DiffError, DiffOptions, DiffSummary};
 pub use export::{export, ExportError, ExportOptions, ExportSummary};
 pub use verify::{verify, VerifyReport};
 

@@ -467,7 +467,7 @@ fn unstable(what: &str, u: Unstable) -> ExportError {
 
 /// Desk ids in numeric order when both are numeric, numeric ones first,
 /// others by text.
-fn desk_order(a: &str, b: &str) -> Ordering {
+pub(super) fn desk_order(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
         (Ok(_), Err(_)) => Ordering::Less,

@@ -13,3 +13,4 @@ mod import;
 mod pacing;
 mod sandbox;
 mod security;
+mod snapshots;

@@ -1,0 +1,38 @@
+//! `jsm-orgs diff OLD NEW`: run [`crate::snapshot::diff`], the change rows on
+//! stdout (or `--report FILE`), the counts per kind on stderr, the JSON
+//! object on stdout with `--json` (then rows go only to `--report`).
+
+use std::io::{self, Write};
+
+use crate::error::{Error, Exit};
+use crate::snapshot::DiffOptions;
+
+pub fn run(opts: &DiffOptions, json: bool) -> Result<Exit, Error> {
+    let stdout = io::stdout();
+    let mut rows: Box<dyn Write> = if json { Box::new(io::sink()) } else { Box::new(stdout.lock()) };
+    let result = crate::snapshot::diff(opts, &mut rows);
+    drop(rows);
+    match result {
+        Ok(summary) => {
+            eprint!("{summary}");
+            let exit = if summary.identical() { Exit::Ok } else { Exit::Failed };
+            if json {
+                println!("{}", summary.to_json(exit.code()));
+            }
+            Ok(exit)
+        }
+        Err(e) => {
+            if json {
+                let value = serde_json::json!({
+                    "command": "diff",
+                    "old": opts.old,
+                    "new": opts.new,
+                    "exit_code": Exit::Usage.code(),
+                    "error": e.to_string(),
+                });
+                println!("{value}");
+            }
+            Err(e.into())
+        }
+    }
+}
