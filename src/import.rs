@@ -87,6 +87,12 @@ impl Run<'_> {
                 None => person.note.clone(),
             });
         }
+        if let Some(note) = d.notes.get(&s.row) {
+            s.outcome.message = Some(match &s.outcome.message {
+                Some(m) => format!("{note}; {m}").into(),
+                None => note.clone(),
+            });
+        }
         if d.meta[s.row as usize].email {
             self.targets.insert(s.row, s.target.clone());
         }
@@ -202,6 +208,7 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
 
     // 2. Fold the rows into the wanted state.
     let mut d = Desired::new(&live_orgs);
+    d.same_site = snapshot_of_this_site(&opts.paths, client);
     drop(live_orgs);
     let mut invalid = 0u64;
     for r in input.rows() {
@@ -352,6 +359,17 @@ fn verify_snapshots(paths: &[PathBuf], allow_edited: bool) -> Result<(), ImportE
         )));
     }
     Ok(())
+}
+
+/// Whether an input folder is a snapshot of the site being imported into
+/// (its manifest names this site): ids in it are then this site's ids.
+fn snapshot_of_this_site(paths: &[PathBuf], client: &Client) -> bool {
+    let api = client.api_base().as_str();
+    let site = api.trim_end_matches('/').trim_end_matches("/rest/servicedeskapi");
+    let here = crate::snapshot::manifest::site_key(site);
+    paths.iter().filter(|p| p.is_dir()).any(
+        |dir| matches!(crate::snapshot::manifest::Manifest::read_if_present(dir), Ok(Some(m)) if m.site_key() == here),
+    )
 }
 
 fn conc(client: &Client) -> usize {
@@ -596,6 +614,7 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
         RowData::Organization { name } => (name.clone(), String::new()),
         RowData::Member { org, .. } | RowData::Property { org, .. } | RowData::ServiceDesk { org, .. } => match org {
             OrgRef::Name(n) => (n.clone(), String::new()),
+            OrgRef::NameAndId(n, id) => (n.clone(), id.to_string()),
             OrgRef::Id(id) => (String::new(), id.to_string()),
         },
     };

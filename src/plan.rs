@@ -153,6 +153,16 @@ pub struct Desired {
     by_name: HashMap<String, OrgIdx>,
     live_by_name: HashMap<String, u64>,
     live_by_id: HashMap<u64, String>,
+    /// Names the site holds more than once, with their ids (ascending):
+    /// rows naming them fail; `organization_id` picks one.
+    ambiguous: HashMap<String, Vec<u64>>,
+    /// Entries of organizations with an ambiguous name, by live id.
+    by_id: HashMap<u64, OrgIdx>,
+    /// The input is a snapshot of this same site: an `organization_id` that
+    /// disagrees with `organization` fails the row instead of being ignored.
+    pub same_site: bool,
+    /// Rows whose `organization_id` was ignored (the name won), and why.
+    pub notes: HashMap<RowIdx, Arc<str>>,
     pub meta: Vec<RowMeta>,
     pub files: Vec<Arc<str>>,
     /// Kinds that have at least one row: `--prune` only touches these.
@@ -164,15 +174,43 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// Start from the site's organizations. Names are matched exactly; when
-    /// the site holds one name twice the lowest id wins.
+    /// Start from the site's organizations. Names are matched exactly; a
+    /// name the site holds twice is ambiguous and never guessed.
     pub fn new(live: &[Organization]) -> Desired {
         let mut d = Desired::default();
         for o in live {
             d.live_by_id.insert(o.id, o.name.clone());
-            d.live_by_name.entry(o.name.clone()).and_modify(|id| *id = (*id).min(o.id)).or_insert(o.id);
+            if let Some(&first) = d.live_by_name.get(&o.name) {
+                let ids = d.ambiguous.entry(o.name.clone()).or_insert_with(|| vec![first]);
+                ids.push(o.id);
+                ids.sort_unstable();
+            } else {
+                d.live_by_name.insert(o.name.clone(), o.id);
+            }
         }
         d
+    }
+
+    /// Why a name cannot pick one organization, if it cannot.
+    fn ambiguity(&self, name: &str) -> Option<String> {
+        let ids = self.ambiguous.get(name)?;
+        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+        Some(format!(
+            "the site has {} organizations named {name:?} (ids {}): give `organization_id` to pick one",
+            ids.len(),
+            list.join(", ")
+        ))
+    }
+
+    /// The entry of the live organization `id` whose name is ambiguous.
+    fn org_by_live_id(&mut self, id: u64, name: &str) -> OrgIdx {
+        if let Some(&i) = self.by_id.get(&id) {
+            return i;
+        }
+        let idx = self.orgs.len() as OrgIdx;
+        self.orgs.push(OrgEntry { name: name.to_string(), live_id: Some(id), ..OrgEntry::default() });
+        self.by_id.insert(id, idx);
+        idx
     }
 
     pub fn source(&self, r: RowIdx) -> String {
@@ -223,15 +261,43 @@ impl Desired {
         idx
     }
 
-    /// Resolve an [`OrgRef`]: names always resolve (missing ones get
-    /// created); ids must exist on the site.
-    pub fn resolve(&mut self, org: &OrgRef) -> Result<OrgIdx, String> {
+    /// Resolve an [`OrgRef`]: names resolve unless the site holds them
+    /// twice (missing ones get created); ids must exist on the site. With
+    /// both, the name wins; when the id is another live organization the
+    /// note says it was ignored (ids differ between sites), or, in a
+    /// snapshot of this very site, the row fails.
+    /// An error names the field at fault.
+    pub fn resolve(&mut self, org: &OrgRef) -> Result<(OrgIdx, Option<String>), (&'static str, String)> {
         match org {
-            OrgRef::Name(n) => Ok(self.org_by_name(n)),
-            OrgRef::Id(id) => match self.live_by_id.get(id).cloned() {
-                Some(name) => Ok(self.org_by_name(&name)),
-                None => Err(format!("organization_id {id} does not exist on the site")),
+            OrgRef::Name(n) => match self.ambiguity(n) {
+                Some(why) => Err(("organization", why)),
+                None => Ok((self.org_by_name(n), None)),
             },
+            OrgRef::Id(id) => match self.live_by_id.get(id).cloned() {
+                Some(name) if self.ambiguous.contains_key(&name) => Ok((self.org_by_live_id(*id, &name), None)),
+                Some(name) => Ok((self.org_by_name(&name), None)),
+                None => Err(("organization_id", format!("organization_id {id} does not exist on the site"))),
+            },
+            OrgRef::NameAndId(name, id) => {
+                let what = match self.live_by_id.get(id) {
+                    Some(live) if live == name => return self.resolve(&OrgRef::Id(*id)),
+                    Some(live) => format!("organization {id} is named {live:?}"),
+                    // Another site's id, or an organization deleted since:
+                    // restoring by name is the point.
+                    None => return self.resolve(&OrgRef::Name(name.clone())),
+                };
+                if self.same_site {
+                    return Err((
+                        "organization_id",
+                        format!(
+                            "`organization` {name:?} and `organization_id` {id} disagree ({what}) and the input is \
+                             a snapshot of this site: the row is not guessed"
+                        ),
+                    ));
+                }
+                let (idx, _) = self.resolve(&OrgRef::Name(name.clone()))?;
+                Ok((idx, Some(format!("organization_id {id} ignored ({what}): the name wins"))))
+            }
         }
     }
 
@@ -239,7 +305,12 @@ impl Desired {
     pub fn lookup(&self, org: &OrgRef) -> Option<OrgIdx> {
         match org {
             OrgRef::Name(n) => self.by_name.get(n).copied(),
-            OrgRef::Id(id) => self.live_by_id.get(id).and_then(|n| self.by_name.get(n)).copied(),
+            OrgRef::Id(id) => {
+                self.by_id.get(id).or_else(|| self.live_by_id.get(id).and_then(|n| self.by_name.get(n))).copied()
+            }
+            OrgRef::NameAndId(n, id) => {
+                self.by_id.get(id).filter(|_| self.ambiguous.contains_key(n)).or_else(|| self.by_name.get(n)).copied()
+            }
         }
     }
 
@@ -256,21 +327,23 @@ impl Desired {
                 (Some(org), None)
             }
         };
-        let idx = match (org_ref, name) {
-            (_, Some(name)) => self.org_by_name(name),
-            (Some(org), _) => match self.resolve(org) {
-                Ok(i) => i,
-                Err(msg) => {
-                    let msg = format!("{}: field `organization_id`: {msg}", self.source(r));
-                    return Err(Settled {
-                        row: r,
-                        org: None,
-                        target: target_of(&row.data).into(),
-                        outcome: RowOutcome::failed(msg),
-                    });
-                }
-            },
+        let resolved = match (org_ref, name) {
+            (_, Some(name)) => self.resolve(&OrgRef::Name(name.clone())).map_err(|(_, why)| ("name", why)),
+            (Some(org), _) => self.resolve(org),
             (None, None) => unreachable!("every row names an organization"),
+        };
+        let idx = match resolved {
+            Ok((i, note)) => {
+                if let Some(note) = note {
+                    self.notes.insert(r, note.into());
+                }
+                i
+            }
+            Err((field, msg)) => {
+                let msg = format!("{}: field `{field}`: {msg}", self.source(r));
+                let target = target_of(&row.data).into();
+                return Err(Settled { row: r, org: None, target, outcome: RowOutcome::failed(msg) });
+            }
         };
         let org = &mut self.orgs[idx as usize];
         match row.data {
@@ -1047,6 +1120,28 @@ mod tests {
         let outcomes: Vec<(RowIdx, Outcome)> = settled.iter().map(|s| (s.row, s.outcome.outcome)).collect();
         assert_eq!(outcomes, vec![(0, Outcome::Failed), (1, Outcome::Failed), (3, Outcome::Unchanged)]);
         assert!(settled[0].outcome.message.as_deref().unwrap().contains("deleted at in.csv:2 and used at in.csv:3"));
+    }
+
+    #[test]
+    fn a_name_the_site_holds_twice_fails_and_an_id_picks_one() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(9, "Twin"), org(4, "Twin"), org(5, "Solo")]);
+        for row in [r.member("Twin", "a", Action::Add), r.org("Twin", Action::Delete)] {
+            let s = d.add(row).unwrap_err();
+            let msg = s.outcome.message.as_deref().unwrap();
+            assert!(msg.contains("2 organizations named \"Twin\" (ids 4, 9)"), "{msg}");
+            assert!(msg.contains("organization_id"), "{msg}");
+        }
+        let pick =
+            |id| RowData::Member { org: OrgRef::Id(id), account_id: Some("a".into()), email: None, display_name: None };
+        d.add(r.row(Kind::Members, Action::Add, pick(9))).unwrap();
+        d.add(r.row(Kind::Members, Action::Add, pick(4))).unwrap();
+        d.add(r.row(Kind::Members, Action::Add, pick(9))).unwrap();
+        let ids: Vec<Option<u64>> = d.orgs.iter().map(|o| o.live_id).collect();
+        assert_eq!(ids, [Some(9), Some(4)], "one entry per live organization");
+        assert_eq!(d.orgs[0].members.len(), 2);
+        assert_eq!(d.lookup(&OrgRef::Id(4)), Some(1));
+        d.add(r.member("Solo", "b", Action::Add)).unwrap();
     }
 
     #[test]

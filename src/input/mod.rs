@@ -105,11 +105,23 @@ impl fmt::Display for Action {
 }
 
 /// How a row names its organization: by name (preferred, portable between
-/// sites) or by the site's numeric id.
+/// sites) or by the site's numeric id, or both (the name wins; the plan says
+/// when the id names another organization).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OrgRef {
     Name(String),
     Id(u64),
+    NameAndId(String, u64),
+}
+
+impl OrgRef {
+    /// The name, when the row gives one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            OrgRef::Name(n) | OrgRef::NameAndId(n, _) => Some(n),
+            OrgRef::Id(_) => None,
+        }
+    }
 }
 
 /// Where a row came from; `line` is the 1-based physical line where the

@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(names, ["organizations.jsonl", "members.jsonl", "properties.jsonl", "service_desks.jsonl"]);
         let rows = valid(&set);
         let summary: Vec<_> = rows.iter().map(|r| (r.index, r.kind, r.action, r.data.clone())).collect();
-        let acme = || OrgRef::Name("Acme".into());
+        let acme = || OrgRef::NameAndId("Acme".into(), 10);
         assert_eq!(
             summary,
             vec![
@@ -431,7 +431,7 @@ mod tests {
             vec![
                 RowData::Organization { name: "=SUM(1)".into() },
                 RowData::Organization { name: "'quoted".into() },
-                RowData::Property { org: OrgRef::Name("=SUM(1)".into()), key: "-k".into(), value: json!(-5) },
+                RowData::Property { org: OrgRef::NameAndId("=SUM(1)".into(), 1), key: "-k".into(), value: json!(-5) },
                 // outside a snapshot only the export's marker is undone
                 RowData::Organization { name: "=SUM(1)".into() },
                 RowData::Organization { name: "'quoted".into() },

@@ -224,7 +224,10 @@ fn org_name(raw: Raw<'_>, field: Field) -> Result<&str, Problem> {
 fn org_ref(raw: &RawRow<'_>) -> Result<OrgRef, Problem> {
     let id = org_id(raw.get(Field::OrganizationId))?;
     match raw.get(Field::Organization) {
-        name if name.fill() == Fill::Filled => Ok(OrgRef::Name(org_name(name, Field::Organization)?.to_owned())),
+        name if name.fill() == Fill::Filled => {
+            let name = org_name(name, Field::Organization)?.to_owned();
+            Ok(id.map_or_else(|| OrgRef::Name(name.clone()), |id| OrgRef::NameAndId(name.clone(), id)))
+        }
         _ => id.map(OrgRef::Id).ok_or_else(|| {
             Problem::field(Field::Organization, "missing: give the organization's name, or its id in `organization_id`")
         }),
@@ -470,7 +473,7 @@ mod tests {
     fn org_ref_prefers_name_and_checks_id() {
         let raw = csv_row(&[(Field::Organization, "Acme"), (Field::OrganizationId, "12"), (Field::AccountId, "abc")]);
         let row = validate(&raw, 0, source()).unwrap();
-        assert_eq!(row.data, RowData::member(OrgRef::Name("Acme".into()), "abc"));
+        assert_eq!(row.data, RowData::member(OrgRef::NameAndId("Acme".into(), 12), "abc"));
         let raw = csv_row(&[(Field::OrganizationId, "12"), (Field::AccountId, "abc")]);
         let RowData::Member { org, .. } = validate(&raw, 0, source()).unwrap().data else { panic!("member expected") };
         assert_eq!(org, OrgRef::Id(12));

@@ -123,14 +123,19 @@ impl Manifest {
     /// The site with no trailing slash and a lowercase host, to compare two
     /// snapshots' sites.
     pub fn site_key(&self) -> String {
-        match url::Url::parse(&self.site) {
-            Ok(u) => {
-                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-                let host = u.host_str().unwrap_or("").to_lowercase();
-                format!("{}://{host}{port}{}", u.scheme(), u.path().trim_end_matches('/'))
-            }
-            Err(_) => self.site.trim_end_matches('/').to_lowercase(),
+        site_key(&self.site)
+    }
+}
+
+/// A site URL with no trailing slash and a lowercase host, to compare sites.
+pub fn site_key(site: &str) -> String {
+    match url::Url::parse(site) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let host = u.host_str().unwrap_or("").to_lowercase();
+            format!("{}://{host}{port}{}", u.scheme(), u.path().trim_end_matches('/'))
         }
+        Err(_) => site.trim_end_matches('/').to_lowercase(),
     }
 }
 

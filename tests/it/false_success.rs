@@ -594,3 +594,60 @@ async fn a_device_or_pipe_report_is_written_directly_never_replaced() {
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     assert_eq!(crate::faults::entries(tmp.path()), ["orgs.csv", "report.fifo"], "no .partial, no temp file");
 }
+
+// ----- ambiguity fails, never guesses -----------------------------------------
+
+#[tokio::test]
+async fn a_name_the_site_holds_twice_fails_listing_both_ids_and_an_id_picks_one() {
+    let server = MockServer::start().await;
+    let twins = json!([{"id": "3", "name": "Twin"}, {"id": "7", "name": "Twin"}]);
+    mock(&server, "GET", "/organization", org_page(twins), 1).await;
+    mock(&server, "GET", "/organization/7/user", page_of(json!([]), true), 1).await;
+    mock(&server, "POST", "/organization/7/user", ResponseTemplate::new(204), 1).await;
+    mock(&server, "POST", "/organization", ResponseTemplate::new(500), 0).await;
+    mock(&server, "DELETE", "/organization/3", ResponseTemplate::new(500), 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "m.csv", "organization,organization_id,account_id\nTwin,,a1\n,7,a2\n");
+    let orgs = write(tmp.path(), "o.csv", "name,action\nTwin,delete\n");
+    let report = tmp.path().join("r.jsonl");
+    let opts =
+        jsm_orgs::settings::ImportOptions { paths: vec![input.clone(), orgs], ..import_options(&input, &report) };
+    let summary = import(&client(&server.uri()), &opts).await.unwrap();
+    assert_eq!(summary.failed(), 2);
+    let rows = read_jsonl_report(&report);
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["failed", "added", "failed"]);
+    for i in [0, 2] {
+        assert!(rows[i].message.contains("2 organizations named \"Twin\" (ids 3, 7)"), "{:?}", rows[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_names_another_organization_is_ignored_with_a_word_or_fails_in_a_snapshot_of_this_site() {
+    let sb = sandbox(None, SandboxConfig::default()).await;
+    let c = client(&sb.url());
+    c.create_organization("A").await.unwrap();
+    let b = c.create_organization("B").await.unwrap().value.id;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "m.csv", &format!("organization,organization_id,account_id\nA,{b},x1\n"));
+    let report = tmp.path().join("r.jsonl");
+    let summary = import(&c, &import_options(&input, &report)).await.unwrap();
+    assert!(!summary.incomplete());
+    let row = &read_jsonl_report(&report)[0];
+    assert_eq!(row.outcome, "added");
+    assert!(row.message.contains(&format!("organization_id {b} ignored (organization {b} is named \"B\")")), "{row:?}");
+    assert!(content_of(&sb.state()).members.contains(&("A".to_string(), "x1".to_string())), "the name won");
+
+    // A snapshot of this very site whose name and id disagree: not guessed.
+    let snap = tmp.path().join("snap");
+    export(&c, &export_options(&snap, Format::Jsonl, &sb.url())).await.unwrap();
+    let members = format!("{}\n", json!({"organization": "A", "organization_id": b, "account_id": "x2"}));
+    std::fs::write(snap.join("members.jsonl"), members).unwrap();
+    let report = tmp.path().join("snap.jsonl");
+    let opts = jsm_orgs::settings::ImportOptions { allow_edited: true, ..import_options(&snap, &report) };
+    let summary = import(&c, &opts).await.unwrap();
+    assert_eq!(summary.failed(), 1);
+    let failed: Vec<_> = read_jsonl_report(&report).into_iter().filter(|r| r.outcome == "failed").collect();
+    assert!(failed[0].message.contains("snapshot of this site"), "{failed:?}");
+    assert!(!content_of(&sb.state()).members.contains(&("A".to_string(), "x2".to_string())));
+}
