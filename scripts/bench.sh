@@ -1,34 +1,41 @@
 #!/usr/bin/env bash
 # Benchmarks against the local sandbox (127.0.0.1 only). Prints a markdown table.
 #
-#   scripts/bench.sh [import|export|adaptive|unpaced|million|all]     (default: all)
+#   scripts/bench.sh [import|export|large|adaptive|sequential|unpaced|million|all]     (default: all)
 #
-# Knobs (environment): RATE (200), LATENCY_MS (25), ORGS (2000), MEMBERS (10),
-# PROPS (1), DESKS (1), CONCURRENCY (8), SEQ_ORGS (200: size of the --concurrency 1
-# baseline, kept small because it runs at 1/latency requests per second),
-# M_ORGS x M_MEMBERS (1000 x 1000 = 1M memberships), M_RATE (1000), M_CONCURRENCY (32).
+# The sandbox models Jira Cloud: a token bucket per endpoint x method (GET and POST
+# 100/s, PUT and DELETE 50/s, answered 429 jira-burst-based) and LATENCY_MS (150) per
+# request, a normal round trip to Atlassian Cloud. The client runs with default flags
+# unless a row names one.
 #
-# Columns: requests / minimal (the fewest calls the API allows for the job),
-# wall / ideal (ideal = minimal requests / rate), peak RSS of the client,
-# client CPU time (user+sys) per request. Figures are ratios measured in one run:
-# the machines are shared and noisy, so compare columns, not absolute seconds.
+# Columns: requests / minimal (the fewest calls the API allows for the job);
+# wall / floor, where the floor is the busiest endpoint's requests divided by that
+# endpoint's limit (each endpoint is limited on its own, so no client can finish
+# sooner; for a site-wide limit it is minimal / limit); peak RSS of the client;
+# client CPU time (user+sys) per request; 429s; exit code; check = the site's state
+# (import) or the snapshot's row counts (export) are exactly what the job asked for.
+# Figures are ratios measured in one run: the machines are shared and noisy, so
+# compare columns, not absolute seconds.
+#
+# Knobs (environment): LATENCY_MS (150), ORGS (400), MEMBERS (10), BIG_ORGS (2000),
+# SEQ_ORGS (40, the --concurrency 1 baseline), QUOTA (100: the site-wide limit of the
+# adaptive row), CEILING (500: its --rate), M_ORGS x M_MEMBERS (1000 x 1000), M_LIMIT (1000).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/jsm-orgs
 WHAT=${1:-all}
-RATE=${RATE:-200}
-LATENCY_MS=${LATENCY_MS:-25}
-ORGS=${ORGS:-2000}
+LATENCY_MS=${LATENCY_MS:-150}
+ORGS=${ORGS:-400}
 MEMBERS=${MEMBERS:-10}
-PROPS=${PROPS:-1}
-DESKS=${DESKS:-1}
-CONCURRENCY=${CONCURRENCY:-8}
-SEQ_ORGS=${SEQ_ORGS:-200}
+BIG_ORGS=${BIG_ORGS:-2000}
+SEQ_ORGS=${SEQ_ORGS:-40}
+QUOTA=${QUOTA:-100}
+CEILING=${CEILING:-500}
 M_ORGS=${M_ORGS:-1000}
 M_MEMBERS=${M_MEMBERS:-1000}
-M_RATE=${M_RATE:-1000}
-M_CONCURRENCY=${M_CONCURRENCY:-32}
+M_LIMIT=${M_LIMIT:-1000}
 PORT=${PORT:-18431}
+JIRA="GET=100,POST=100,PUT=50,DELETE=50"
 
 (cd "$ROOT" && cargo build --release --quiet)
 command -v python3 >/dev/null || { echo "bench.sh needs python3 (data generator)"; exit 2; }
@@ -39,6 +46,7 @@ cleanup() { [ -n "$SANDBOX_PID" ] && kill "$SANDBOX_PID" 2>/dev/null; wait 2>/de
 trap cleanup EXIT
 
 export JSM_EMAIL=sandbox@example.com JSM_API_TOKEN=sandbox-token
+unset JSM_RATE JSM_CONCURRENCY
 SITE=http://127.0.0.1:$PORT
 
 start_sandbox() { # args...
@@ -55,113 +63,152 @@ stop_sandbox() { if [ -n "$SANDBOX_PID" ]; then kill "$SANDBOX_PID" 2>/dev/null 
 stat_of() { curl -sf "$SITE/__sandbox/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 ceil_div() { echo $(( ($1 + $2 - 1) / $2 )); }
 
-ROWS=()
-# timed NAME MINIMAL RATE -- command...
-timed() {
-  local name=$1 minimal=$2 rate=$3; shift 4
-  local out=$WORK/$name.time code=0
-  /usr/bin/time -f '%e %M %U %S' -o "$out" "$@" >"$WORK/$name.log" 2>&1 || code=$?
-  read -r wall rss_kb user sys <"$out"
-  local total r429
-  total=$(stat_of total); r429=$(stat_of rate_limited)
-  ROWS+=("$(python3 - "$name" "$minimal" "$rate" "$wall" "$rss_kb" "$user" "$sys" "$total" "$r429" "$code" <<'PY'
-import sys
-name, minimal, rate, wall, rss, user, sys_, total, r429, code = sys.argv[1:]
-minimal, rate, wall, total, r429 = int(minimal), float(rate), float(wall), int(total), int(r429)
-ideal = minimal / rate
-cpu_us = (float(user) + float(sys_)) / max(total, 1) * 1e6
-print(f"| {name} | {total} | {minimal} | {total/minimal:.3f} | {wall:.1f} s | {ideal:.1f} s | {wall/ideal:.2f} "
-      f"| {int(rss)/1024:.0f} MB | {cpu_us:.0f} µs | {r429} ({100*r429/max(total,1):.1f} %) | {code} |")
+# The site holds exactly O orgs, O*M members, O*P properties, O*D links.
+check_state() { # O M P D
+  curl -sf "$SITE/__sandbox/state" | python3 -c "
+import json,sys; s=json.load(sys.stdin); o,m,p,d=map(int,sys.argv[1:])
+got=(len(s['organizations']),len(s['members']),len(s['properties']),len(s['service_desks']))
+print('ok' if got==(o,o*m,o*p,o*d) else 'MISMATCH %s' % (got,))" "$@"
+}
+# The snapshot in DIR matches its manifest (sha256 of every file) and holds the
+# expected row counts.
+check_snapshot() { # DIR O M P D
+  python3 - "$@" <<'PY'
+import hashlib,json,sys
+d=sys.argv[1]; o,m,p,k=map(int,sys.argv[2:])
+try:
+    man=json.load(open(f"{d}/manifest.json"))
+except OSError as e:
+    print(f"NO SNAPSHOT ({e.strerror})"); sys.exit()
+files=man.get("files", {})
+bad=[n for n,f in files.items() if hashlib.sha256(open(f"{d}/{n}","rb").read()).hexdigest()!=f.get("sha256")]
+rows={n.split(".")[0]: f.get("rows") for n,f in files.items()}
+want={"organizations":o,"members":o*m,"properties":o*p,"service_desks":o*k}
+print("SHA256 MISMATCH %s" % bad if bad else "ok" if all(rows.get(n)==v for n,v in want.items()) else f"MISMATCH {rows}")
 PY
-)")
-  if [ "$code" -gt 1 ]; then echo "== $name exited $code:"; tail -20 "$WORK/$name.log"; fi
 }
 
-import_minimal() { # orgs members props desks -> minimal requests into an empty site
-  local o=$1 m=$2 p=$3 d=$4 chunks
-  chunks=$(( m == 0 ? 0 : $(ceil_div "$m" 50) ))
-  echo $(( 1 + o + o * chunks + o * p + o * d ))  # desks of new orgs need no read
+ROWS=()
+# timed NAME MINIMAL FLOOR_SECS CHECK_CMD... -- command...
+timed() {
+  local name=$1 minimal=$2 floor=$3; shift 3
+  local check=()
+  while [ "$1" != "--" ]; do check+=("$1"); shift; done
+  shift
+  local out=$WORK/time.out code=0
+  /usr/bin/time -f '%e %M %U %S' -o "$out" "$@" >"$WORK/run.log" 2>&1 || code=$?
+  read -r wall rss_kb user sys <"$out"
+  local total r429 verdict
+  total=$(stat_of total); r429=$(stat_of rate_limited)
+  verdict=$("${check[@]}")
+  ROWS+=("$(python3 - "$name" "$minimal" "$floor" "$wall" "$rss_kb" "$user" "$sys" "$total" "$r429" "$code" "$verdict" <<'PY'
+import sys
+name, minimal, floor, wall, rss, user, sys_, total, r429, code, verdict = sys.argv[1:]
+minimal, floor, wall, total, r429 = int(minimal), float(floor), float(wall), int(total), int(r429)
+cpu_us = (float(user) + float(sys_)) / max(total, 1) * 1e6
+print(f"| {name} | {total} | {minimal} | {total/minimal:.3f} | {wall:.1f} s | {floor:.1f} s | {wall/floor:.2f} "
+      f"| {int(rss)/1024:.0f} MB | {cpu_us:.0f} µs | {r429} ({100*r429/max(total,1):.1f} %) | {code} | {verdict} |")
+PY
+)")
+  grep -h "busiest endpoint" "$WORK/run.log" | sed "s|^ *|  $name: |" >>"$WORK/notes" || true
+  if [ "$code" -gt 1 ]; then echo "== $name exited $code:"; tail -20 "$WORK/run.log"; fi
+}
+
+# Per endpoint into an empty site: POST /organization O, POST .../user O*chunks,
+# PUT .../property/{key} O*P, POST /servicedesk/{id}/organization O*D, plus one
+# GET /organization (desks of new organizations need no read).
+import_minimal() { local o=$1 m=$2 p=$3 d=$4; echo $(( 1 + o + o * $(ceil_div "$m" 50) * (m > 0) + o * p + o * d )); }
+import_floor() { # O M P D -> the busiest endpoint's requests / its limit (GET/POST 100, PUT 50)
+  python3 -c "import math,sys; o,m,p,d=map(int,sys.argv[1:]); print(max(o/100, o*math.ceil(m/50)/100, o*p/50, o*d/100))" "$@"
+}
+# Reads of a seeded site: org pages, per org its member pages, key list and values,
+# the desk list and each desk's org pages (each a GET endpoint at 100/s).
+export_minimal() { local o=$1 m=$2 p=$3 d=$4 pages mp; pages=$(ceil_div "$o" 50); mp=$(( m == 0 ? 1 : $(ceil_div "$m" 50) ))
+  echo $(( pages + o * (mp + 1 + p) + 1 + d * pages )); }
+export_floor() { python3 -c "import math,sys; o,m,p,d=map(int,sys.argv[1:]); print(max(o*max(1,math.ceil(m/50)), o, o*p, d*math.ceil(o/50))/100)" "$@"; }
+
+run_import() { # NAME O M P D [client flags...]
+  local name=$1 o=$2 m=$3 p=$4 d=$5; shift 5
+  rm -rf "$WORK/in"; python3 "$ROOT/scripts/gen.py" import "$WORK/in" "$o" "$m" "$p" "$d"
+  start_sandbox --latency-ms "$LATENCY_MS" --endpoint-limits "$JIRA" --service-desks "$(seq -s, 10001 $((10000 + d)))"
+  timed "$name" "$(import_minimal "$o" "$m" "$p" "$d")" "$(import_floor "$o" "$m" "$p" "$d")" check_state "$o" "$m" "$p" "$d" -- \
+    "$BIN" import "$WORK/in" --site "$SITE" --report "$WORK/import.csv" --quiet "$@"
+}
+
+run_export() { # NAME O M P D [client flags...]
+  local name=$1 o=$2 m=$3 p=$4 d=$5; shift 5
+  rm -rf "$WORK/seed" "$WORK/out"; python3 "$ROOT/scripts/gen.py" seed "$WORK/seed" "$o" "$m" "$p" "$d"
+  start_sandbox --seed "$WORK/seed" --latency-ms "$LATENCY_MS" --endpoint-limits "$JIRA"
+  timed "$name" "$(export_minimal "$o" "$m" "$p" "$d")" "$(export_floor "$o" "$m" "$p" "$d")" check_snapshot "$WORK/out" "$o" "$m" "$p" "$d" -- \
+    "$BIN" export --out "$WORK/out" --site "$SITE" --quiet "$@"
 }
 
 bench_import() {
-  python3 "$ROOT/scripts/gen.py" import "$WORK/in" "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"
-  local desks; desks=$(seq -s, 10001 $((10000 + DESKS)))
-  start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$RATE" --service-desks "$desks"
-  timed "import ${ORGS}x${MEMBERS}x${PROPS}x${DESKS}" "$(import_minimal "$ORGS" "$MEMBERS" "$PROPS" "$DESKS")" "$RATE" -- \
-    "$BIN" import "$WORK/in" --site "$SITE" --rate "$RATE" --concurrency "$CONCURRENCY" --report "$WORK/import.csv" --quiet
+  run_import "import ${ORGS}x${MEMBERS}x1x1" "$ORGS" "$MEMBERS" 1 1
   # A re-run of the same input must make no writes.
-  local writes_before; writes_before=$(stat_of writes)
-  "$BIN" import "$WORK/in" --site "$SITE" --rate "$RATE" --concurrency "$CONCURRENCY" --report "$WORK/rerun.csv" --quiet >/dev/null 2>&1 || true
-  echo "re-run of the import: $(( $(stat_of writes) - writes_before )) writes" >>"$WORK/notes"
-  # Sequential baseline on a smaller set (it runs at ~1/latency requests per second).
-  python3 "$ROOT/scripts/gen.py" import "$WORK/seq" "$SEQ_ORGS" "$MEMBERS" "$PROPS" "$DESKS"
-  start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$RATE" --service-desks "$desks"
-  timed "import ${SEQ_ORGS}x${MEMBERS}x${PROPS}x${DESKS} --concurrency 1" "$(import_minimal "$SEQ_ORGS" "$MEMBERS" "$PROPS" "$DESKS")" "$RATE" -- \
-    "$BIN" import "$WORK/seq" --site "$SITE" --rate "$RATE" --concurrency 1 --report "$WORK/seq.csv" --quiet
-  start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$RATE" --service-desks "$desks"
-  timed "import ${SEQ_ORGS}x${MEMBERS}x${PROPS}x${DESKS} --concurrency $CONCURRENCY" "$(import_minimal "$SEQ_ORGS" "$MEMBERS" "$PROPS" "$DESKS")" "$RATE" -- \
-    "$BIN" import "$WORK/seq" --site "$SITE" --rate "$RATE" --concurrency "$CONCURRENCY" --report "$WORK/seq2.csv" --quiet
+  local before; before=$(stat_of writes)
+  "$BIN" import "$WORK/in" --site "$SITE" --report "$WORK/rerun.csv" --quiet >/dev/null 2>&1 || true
+  echo "re-run of import ${ORGS}x${MEMBERS}x1x1: $(( $(stat_of writes) - before )) writes" >>"$WORK/notes"
 }
-
-bench_export() { # orgs members props desks
-  local o=$1 m=$2 p=$3 d=$4
-  rm -rf "$WORK/seed" "$WORK/out"
-  python3 "$ROOT/scripts/gen.py" seed "$WORK/seed" "$o" "$m" "$p" "$d"
-  start_sandbox --seed "$WORK/seed" --latency-ms "$LATENCY_MS" --rate-limit "$RATE"
-  local pages member_pages minimal
-  pages=$(ceil_div "$o" 50); member_pages=$(( m == 0 ? 1 : $(ceil_div "$m" 50) ))
-  minimal=$(( pages + o * (member_pages + 1 + p) + 1 + d * pages ))
-  timed "export ${o}x${m}x${p}x${d}" "$minimal" "$RATE" -- \
-    "$BIN" export --out "$WORK/out" --site "$SITE" --rate "$RATE" --concurrency "$CONCURRENCY" --quiet
+bench_export() { run_export "export ${ORGS}x${MEMBERS}x2x1" "$ORGS" "$MEMBERS" 2 1; }
+bench_large() {
+  run_import "import ${BIG_ORGS}x${MEMBERS}x1x1" "$BIG_ORGS" "$MEMBERS" 1 1
+  run_export "export ${BIG_ORGS}x${MEMBERS}x1x1" "$BIG_ORGS" "$MEMBERS" 1 1
+  run_export "export ${BIG_ORGS}x${MEMBERS}x2x3" "$BIG_ORGS" "$MEMBERS" 2 3
 }
-
-bench_adaptive() { # --rate 5x above the sandbox's limit
-  local limit=$RATE o=$ORGS
-  python3 "$ROOT/scripts/gen.py" import "$WORK/ad" "$o" "$MEMBERS" 1 1
-  start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$limit" --service-desks 10001
-  timed "import ${o}x${MEMBERS}x1x1 --rate $((limit * 5)) vs limit $limit" "$(import_minimal "$o" "$MEMBERS" 1 1)" "$limit" -- \
-    "$BIN" import "$WORK/ad" --site "$SITE" --rate $((limit * 5)) --concurrency "$CONCURRENCY" --report "$WORK/ad.csv" --quiet
+bench_sequential() { # one request at a time against the same site
+  run_import "import ${SEQ_ORGS}x${MEMBERS}x1x1 --concurrency 1" "$SEQ_ORGS" "$MEMBERS" 1 1 --concurrency 1
+  run_import "import ${SEQ_ORGS}x${MEMBERS}x1x1" "$SEQ_ORGS" "$MEMBERS" 1 1
 }
-
-bench_unpaced() { # intrinsic client CPU per request: no latency, no rate limit
+bench_adaptive() { # --rate far above a site whose whole budget is QUOTA/s (a tenant quota)
   local o=$ORGS
-  rm -rf "$WORK/useed" "$WORK/uout"
-  python3 "$ROOT/scripts/gen.py" seed "$WORK/useed" "$o" "$MEMBERS" "$PROPS" "$DESKS"
-  start_sandbox --seed "$WORK/useed"
-  local pages; pages=$(ceil_div "$o" 50)
-  timed "export ${o}x${MEMBERS}x${PROPS}x${DESKS} unpaced" "$(( pages + o * (2 + PROPS) + 1 + DESKS * pages ))" 100000 -- \
-    "$BIN" export --out "$WORK/uout" --site "$SITE" --rate 100000 --concurrency 16 --quiet
-  python3 "$ROOT/scripts/gen.py" import "$WORK/uin" "$o" "$MEMBERS" "$PROPS" "$DESKS"
-  start_sandbox --service-desks "$(seq -s, 10001 $((10000 + DESKS)))"
-  timed "import ${o}x${MEMBERS}x${PROPS}x${DESKS} unpaced" "$(import_minimal "$o" "$MEMBERS" "$PROPS" "$DESKS")" 100000 -- \
-    "$BIN" import "$WORK/uin" --site "$SITE" --rate 100000 --concurrency 16 --report "$WORK/uimport.csv" --quiet
+  rm -rf "$WORK/ad"; python3 "$ROOT/scripts/gen.py" import "$WORK/ad" "$o" "$MEMBERS" 1 1
+  start_sandbox --latency-ms "$LATENCY_MS" --endpoint-limits "$JIRA" --rate-limit "$QUOTA" --service-desks 10001
+  local minimal; minimal=$(import_minimal "$o" "$MEMBERS" 1 1)
+  timed "import ${o}x${MEMBERS}x1x1 --rate $CEILING vs a $QUOTA/s site" "$minimal" "$(python3 -c "print($minimal/$QUOTA)")" \
+    check_state "$o" "$MEMBERS" 1 1 -- \
+    "$BIN" import "$WORK/ad" --site "$SITE" --rate "$CEILING" --report "$WORK/ad.csv" --quiet
 }
-
+bench_unpaced() { # intrinsic client CPU per request: no latency, limits the client learns as 100000/s
+  local o=$BIG_ORGS fast="GET=100000,POST=100000,PUT=100000,DELETE=100000"
+  rm -rf "$WORK/useed" "$WORK/uout"; python3 "$ROOT/scripts/gen.py" seed "$WORK/useed" "$o" "$MEMBERS" 1 1
+  start_sandbox --seed "$WORK/useed" --endpoint-limits "$fast"
+  local minimal; minimal=$(export_minimal "$o" "$MEMBERS" 1 1)
+  timed "export ${o}x${MEMBERS}x1x1 unpaced" "$minimal" "$(python3 -c "print($minimal/100000)")" check_snapshot "$WORK/uout" "$o" "$MEMBERS" 1 1 -- \
+    "$BIN" export --out "$WORK/uout" --site "$SITE" --quiet
+  rm -rf "$WORK/uin"; python3 "$ROOT/scripts/gen.py" import "$WORK/uin" "$o" "$MEMBERS" 1 1
+  start_sandbox --service-desks 10001 --endpoint-limits "$fast"
+  minimal=$(import_minimal "$o" "$MEMBERS" 1 1)
+  timed "import ${o}x${MEMBERS}x1x1 unpaced" "$minimal" "$(python3 -c "print($minimal/100000)")" check_state "$o" "$MEMBERS" 1 1 -- \
+    "$BIN" import "$WORK/uin" --site "$SITE" --report "$WORK/uimport.csv" --quiet
+}
 bench_million() {
-  python3 "$ROOT/scripts/gen.py" import "$WORK/m" "$M_ORGS" "$M_MEMBERS" 0 0
+  rm -rf "$WORK/m"; python3 "$ROOT/scripts/gen.py" import "$WORK/m" "$M_ORGS" "$M_MEMBERS" 0 0
   rm -f "$WORK/m/properties.csv" "$WORK/m/service_desks.csv"
-  start_sandbox --latency-ms "$LATENCY_MS" --rate-limit "$M_RATE"
-  local rows=$((M_ORGS * M_MEMBERS))
-  timed "import $rows memberships (${M_ORGS}x${M_MEMBERS}) at $M_RATE rps" "$(import_minimal "$M_ORGS" "$M_MEMBERS" 0 0)" "$M_RATE" -- \
-    "$BIN" import "$WORK/m" --site "$SITE" --rate "$M_RATE" --concurrency "$M_CONCURRENCY" --report "$WORK/m.csv" --quiet
+  start_sandbox --latency-ms 25 --endpoint-limits "GET=$M_LIMIT,POST=$M_LIMIT,PUT=$M_LIMIT,DELETE=$M_LIMIT"
+  local rows=$((M_ORGS * M_MEMBERS)) chunks; chunks=$(( M_ORGS * $(ceil_div "$M_MEMBERS" 50) ))
+  timed "import $rows memberships (${M_ORGS}x${M_MEMBERS}), endpoints at $M_LIMIT/s, 25 ms" "$(import_minimal "$M_ORGS" "$M_MEMBERS" 0 0)" \
+    "$(python3 -c "print($chunks/$M_LIMIT)")" check_state "$M_ORGS" "$M_MEMBERS" 0 0 -- \
+    "$BIN" import "$WORK/m" --site "$SITE" --report "$WORK/m.csv" --quiet
 }
 
 case "$WHAT" in
   import) bench_import ;;
-  export) bench_export "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"; bench_export "$ORGS" 10 2 3 ;;
+  export) bench_export ;;
+  large) bench_large ;;
   adaptive) bench_adaptive ;;
+  sequential) bench_sequential ;;
   million) bench_million ;;
   unpaced) bench_unpaced ;;
-  all) bench_import; bench_export "$ORGS" "$MEMBERS" "$PROPS" "$DESKS"; bench_export "$ORGS" 10 2 3; bench_adaptive
-       bench_unpaced; bench_million ;;
-  *) echo "usage: $0 [import|export|adaptive|unpaced|million|all]"; exit 2 ;;
+  all) bench_import; bench_export; bench_adaptive; bench_large; bench_sequential; bench_unpaced; bench_million ;;
+  *) echo "usage: $0 [import|export|large|adaptive|sequential|unpaced|million|all]"; exit 2 ;;
 esac
 
 echo
-echo "jsm-orgs $("$BIN" --version | cut -d' ' -f2) on $(nproc) cores; sandbox latency ${LATENCY_MS} ms; rate ${RATE} rps unless named"
+echo "jsm-orgs $("$BIN" --version | cut -d' ' -f2) on $(nproc) cores; sandbox latency ${LATENCY_MS} ms; endpoint limits $JIRA unless named"
 echo
-echo "| run | requests | minimal | req ÷ min | wall | ideal | wall ÷ ideal | peak RSS | CPU / request | 429s | exit |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| run | requests | minimal | req ÷ min | wall | floor | wall ÷ floor | peak RSS | CPU / request | 429s | exit | check |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for r in "${ROWS[@]}"; do echo "$r"; done
 [ -f "$WORK/notes" ] && { echo; cat "$WORK/notes"; }
 exit 0

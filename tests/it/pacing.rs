@@ -20,9 +20,12 @@ const API: &str = "/rest/servicedeskapi";
 
 /// A client that honours a 60 s `Retry-After` (the tests abort it instead).
 fn patient_client(site: &str) -> Client {
+    client_paced(site, ThrottleConfig { start: MethodRates::uniform(1000.0), ..Default::default() })
+}
+
+fn client_paced(site: &str, pacing: ThrottleConfig) -> Client {
     let retry = RetryPolicy { max_retries: 3, max_retry_after: Duration::from_secs(120), ..RetryPolicy::default() };
-    let throttle =
-        Arc::new(Throttle::new(&ThrottleConfig { start: MethodRates::uniform(1000.0), ..Default::default() }));
+    let throttle = Arc::new(Throttle::new(&pacing));
     let cfg = ClientConfig {
         site: url::Url::parse(site).unwrap(),
         auth: Auth::Basic { email: EMAIL.into(), token: TOKEN.into() },
@@ -209,4 +212,83 @@ async fn ctrl_c_during_a_long_retry_after_ends_the_run_at_once() {
     assert!(!unsent.is_empty(), "{rows:?}");
     assert!(unsent.iter().all(|r| r["attempts"] == "0"), "{unsent:?}");
     assert_eq!(unsent.len() + posts, 20, "every row was either sent once or not at all");
+}
+
+/// Answers a create with the next id and the name asked for.
+struct Creates(std::sync::atomic::AtomicU64);
+
+impl wiremock::Respond for Creates {
+    fn respond(&self, r: &wiremock::Request) -> ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let id = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        ResponseTemplate::new(201).set_body_json(json!({"id": id.to_string(), "name": body["name"]}))
+    }
+}
+
+/// An import's members and properties go out as soon as their organization
+/// exists, while later organizations are still being created (each endpoint
+/// has its own lane): the first property PUT comes before the last create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_an_organization_start_while_the_next_ones_are_created() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/organization")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/organization")))
+        .respond_with(Creates(Default::default()))
+        .expect(60)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(format!("^{API}/organization/[0-9]+/user$")))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(60)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(wiremock::matchers::path_regex(format!("^{API}/organization/[0-9]+/property/tier$")))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(60)
+        .mount(&server)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (mut members, mut props) =
+        (String::from("organization,account_id\n"), String::from("organization,key,value\n"));
+    for i in 0..60 {
+        members.push_str(&format!("Org {i:02},acct-{i}\n"));
+        props.push_str(&format!("Org {i:02},tier,\"\"\"gold\"\"\"\n"));
+    }
+    std::fs::write(input.join("members.csv"), members).unwrap();
+    std::fs::write(input.join("properties.csv"), props).unwrap();
+    let report = tmp.path().join("r.csv");
+    // Jira's default rates: 60 creates take 0.6 s at 100/s.
+    let c = client_paced(&server.uri(), ThrottleConfig::default());
+    let summary = jsm_orgs::import::import(&c, &crate::faults::import_options(&input, &report)).await.unwrap();
+    assert!(!summary.incomplete(), "{summary}");
+    let order: Vec<(String, String)> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.method.to_string(), r.url.path().trim_start_matches(API).to_string()))
+        .collect();
+    let last_create = order.iter().rposition(|(m, p)| m == "POST" && p == "/organization").unwrap();
+    let first_put = order.iter().position(|(m, _)| m == "PUT").unwrap();
+    let first_add = order.iter().position(|(m, p)| m == "POST" && p.ends_with("/user")).unwrap();
+    assert!(first_put < last_create && first_add < last_create, "{order:?}");
+    let busiest = summary.busiest.expect("a busiest endpoint");
+    assert_eq!(
+        (busiest.route, busiest.requests),
+        (jsm_orgs::routes::SET_PROPERTY, 60),
+        "PUTs at 50/s need the longest"
+    );
 }
