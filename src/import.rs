@@ -25,6 +25,7 @@ use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
 use crate::report_path::{self, ReportTarget};
+use crate::report_rebuild;
 use crate::resolve::Resolver;
 use crate::settings::ImportOptions;
 use crate::snapshot::{self, manifest::MANIFEST};
@@ -274,6 +275,15 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     // Rows that need no call are finished: on disk before the first write.
     run.partial.flush().map_err(io_err(&run.partial_path))?;
     drop(live);
+    // An input edited while the site was read is not applied half old, half new.
+    if let Err(changed) = input.check_unchanged() {
+        let note: Arc<str> = format!("not sent: {changed}").into();
+        for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(RowOutcome::not_sent(note.clone()));
+        }
+        let counters = client.throttle().snapshot().since(&counted_from);
+        return write_final(&input, &d, run, counters, started);
+    }
     tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
 
     // 6. The writes, one lane per endpoint: an organization's members,
@@ -579,7 +589,8 @@ fn write_final(
     partial.finish().map_err(io_err(&partial_path))?;
     let format = ReportFormat::for_path(&opts.report);
     let mut idx = 0usize;
-    write_report(&opts.report, (format, target), input, &mut summary, |row| {
+    let before = summary.clone();
+    let written = write_report(&opts.report, (format, target), input, &mut summary, |row| {
         let outcome = outcomes
             .get(idx)
             .cloned()
@@ -597,14 +608,60 @@ fn write_final(
             }
             Err(inv) => (invalid_row(inv), outcome),
         }
-    })?;
+    });
+    // The input changed under the run: the report is rebuilt from what the
+    // run recorded, and the run ends as aborted ("input changed"), never as
+    // bad input (exit 2 would say nothing was sent).
+    let changed = match written {
+        Err(ImportError::Input(InputError::Changed { path })) => Some(path),
+        other => other.map(|()| None)?,
+    };
+    if changed.is_some() {
+        summary = before;
+        write_rebuilt(d, &outcomes, &partial_path, &opts.report, (format, target), &mut summary)?;
+    }
     if target == ReportTarget::File {
         std::fs::remove_file(&partial_path).map_err(io_err(&partial_path))?;
     }
     summary.counters = counters;
     summary.elapsed = started.elapsed();
     summary.report = Some(opts.report.clone());
-    Ok(summary)
+    match changed {
+        None => Ok(summary),
+        Some(path) => {
+            let message = format!(
+                "input changed: {} was modified during the run; the report says what was done, run again to finish",
+                path.display()
+            );
+            summary.aborted = Some(message.clone());
+            Err(ImportError::Aborted { message, summary: Box::new(summary) })
+        }
+    }
+}
+
+/// The ordered report rebuilt from `FILE.partial` and the run's outcomes,
+/// for an input that cannot be read again.
+fn write_rebuilt(
+    d: &Desired,
+    outcomes: &[Option<RowOutcome>],
+    partial_path: &Path,
+    path: &Path,
+    spec: (ReportFormat, ReportTarget),
+    summary: &mut Summary,
+) -> Result<(), ImportError> {
+    let mut partial = report_rebuild::read_partial(partial_path, spec.0).map_err(io_err(partial_path))?;
+    let (tmp, mut w, written) = open_report(path, spec)?;
+    for i in 0..d.meta.len() {
+        let outcome = outcomes
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| RowOutcome::failed("internal error: row was never run"));
+        let row = report_rebuild::row(d, i as RowIdx, &outcome, &mut partial);
+        w.write(&row).map_err(io_err(&written))?;
+        summary.tally(&row);
+    }
+    close_report(tmp, w, &written, path)
 }
 
 /// Report columns of a valid row; organization names/ids resolved through
@@ -656,19 +713,7 @@ fn write_report(
     summary: &mut Summary,
     mut row_for: impl FnMut(&Result<crate::input::Row, InvalidRow>) -> (ReportRow, RowOutcome),
 ) -> Result<(), ImportError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (tmp, mut w) = match target {
-        ReportTarget::File => {
-            let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
-            let w = ReportWriter::create(tmp.path(), format).map_err(io_err(tmp.path()))?;
-            (Some(tmp), w)
-        }
-        ReportTarget::Direct => (None, ReportWriter::direct(path, format).map_err(io_err(path))?),
-    };
-    let written = tmp.as_ref().map_or(path, |t| t.path()).to_path_buf();
+    let (tmp, mut w, written) = open_report(path, (format, target))?;
     for r in input.rows() {
         let r = r?;
         let (mut row, o) = row_for(&r);
@@ -679,7 +724,37 @@ fn write_report(
         w.write(&row).map_err(io_err(&written))?;
         summary.tally(&row);
     }
-    w.finish().map_err(io_err(&written))?;
+    close_report(tmp, w, &written, path)
+}
+
+/// The writer of a final report: a temporary file beside `path` (renamed
+/// over it by [`close_report`]) or, for a device, `path` itself.
+fn open_report(
+    path: &Path,
+    (format, target): (ReportFormat, ReportTarget),
+) -> Result<(Option<tempfile::NamedTempFile>, ReportWriter, PathBuf), ImportError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(match target {
+        ReportTarget::File => {
+            let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
+            let w = ReportWriter::create(tmp.path(), format).map_err(io_err(tmp.path()))?;
+            let written = tmp.path().to_path_buf();
+            (Some(tmp), w, written)
+        }
+        ReportTarget::Direct => (None, ReportWriter::direct(path, format).map_err(io_err(path))?, path.to_path_buf()),
+    })
+}
+
+fn close_report(
+    tmp: Option<tempfile::NamedTempFile>,
+    w: ReportWriter,
+    written: &Path,
+    path: &Path,
+) -> Result<(), ImportError> {
+    w.finish().map_err(io_err(written))?;
     if let Some(tmp) = tmp {
         tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
     }

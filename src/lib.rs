@@ -19,6 +19,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod report_path;
+pub mod report_rebuild;
 pub mod resolve;
 pub mod routes;
 pub mod sandbox;

@@ -138,6 +138,18 @@ impl InputSet {
         &self.files
     }
 
+    /// Every file is still as it was when opened (size and modification
+    /// time); checked before the first write is sent.
+    pub fn check_unchanged(&self) -> Result<(), InputError> {
+        for spec in &self.specs {
+            let meta = fs::metadata(&spec.path).map_err(|e| InputError::io(&spec.path, e))?;
+            if Stamp::of(&meta) != spec.stamp {
+                return Err(InputError::Changed { path: spec.path.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// Stream every row of every file in order, with global indices from 0.
     /// Each call starts a new, identical pass. The outer `Err` is for a file
     /// that cannot be read (or changed since [`InputSet::open`]); the

@@ -32,7 +32,11 @@ struct ProxyState {
     html_after: u64,
     seen: AtomicU64,
     html_answers: AtomicU64,
+    /// Called with "METHOD /path" before each request is forwarded.
+    hook: Option<Hook>,
 }
+
+type Hook = Box<dyn Fn(&str) + Send + Sync>;
 
 const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>SSO</body></html>";
 
@@ -44,6 +48,9 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request<Body>) -> Respo
         return r;
     }
     let (parts, body) = req.into_parts();
+    if let Some(hook) = &st.hook {
+        hook(&format!("{} {}", parts.method, parts.uri.path()));
+    }
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let target = format!("{}{}", st.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut out = st.http.request(parts.method, target).body(body);
@@ -68,12 +75,17 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request<Body>) -> Respo
 /// Start a proxy to `upstream` on 127.0.0.1 that answers a 200 HTML login
 /// page to every request after the first `html_after`.
 async fn login_proxy(upstream: &str, html_after: u64) -> (String, Arc<ProxyState>) {
+    proxy(upstream, html_after, None).await
+}
+
+async fn proxy(upstream: &str, html_after: u64, hook: Option<Hook>) -> (String, Arc<ProxyState>) {
     let st = Arc::new(ProxyState {
         upstream: upstream.trim_end_matches('/').to_string(),
         http: reqwest::Client::new(),
         html_after,
         seen: AtomicU64::new(0),
         html_answers: AtomicU64::new(0),
+        hook,
     });
     let app = axum::Router::new().fallback(forward).with_state(st.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -650,4 +662,53 @@ async fn an_id_that_names_another_organization_is_ignored_with_a_word_or_fails_i
     let failed: Vec<_> = read_jsonl_report(&report).into_iter().filter(|r| r.outcome == "failed").collect();
     assert!(failed[0].message.contains("snapshot of this site"), "{failed:?}");
     assert!(!content_of(&sb.state()).members.contains(&("A".to_string(), "x2".to_string())));
+}
+
+// ----- input changed during the run ------------------------------------------
+
+/// Import the matrix through a proxy that appends a row to the members file
+/// at the first request `when` matches; returns the error and the report.
+async fn import_while_input_changes(when: &'static str) -> (Sandbox, ImportError, Vec<crate::faults::Rep>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), 10);
+    let sb = sandbox(Some(&m.seed), SandboxConfig::default()).await;
+    let members = m.input.join("members.csv");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let hook: Hook = Box::new(move |call: &str| {
+        if call.starts_with(when) && !done.swap(true, Ordering::SeqCst) {
+            let mut text = std::fs::read_to_string(&members).unwrap();
+            text.push_str("Keep A,late-row,add\n");
+            std::fs::write(&members, text).unwrap();
+        }
+    });
+    let (url, _) = proxy(&sb.url(), u64::MAX, Some(hook)).await;
+    let report = tmp.path().join("r.jsonl");
+    let c = crate::faults::client(&url, crate::faults::Pace { concurrency: 2, ..Default::default() });
+    let err = import(&c, &import_options(&m.input, &report)).await.expect_err("the input changed");
+    let rows = assert_truthful(&report, &sb);
+    assert_eq!(rows.len(), m.sources.len(), "one row per row read, in input order");
+    assert_eq!(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), m.sources);
+    assert!(!crate::faults::partial_of(&report).exists());
+    (sb, err, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_changed_while_the_site_is_read_stops_before_any_write() {
+    let (sb, err, rows) = import_while_input_changes("GET /rest/servicedeskapi/organization/").await;
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("input changed") && err.to_string().contains("members.csv"), "{err}");
+    assert_eq!(sb.stats().writes, 0, "nothing was written");
+    assert!(rows.iter().all(|r| r.outcome == "not_sent" || r.outcome == "unchanged" || r.outcome == "failed"));
+    assert!(rows.iter().any(|r| r.outcome == "not_sent" && r.message.contains("changed")), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_changed_during_the_writes_still_gets_a_truthful_final_report() {
+    let (sb, err, rows) = import_while_input_changes("POST /rest/servicedeskapi/organization").await;
+    assert_eq!(err.exit_code(), 3, "never 2 once writes were sent");
+    assert!(err.to_string().contains("input changed"), "{err}");
+    assert!(sb.stats().writes > 0);
+    assert!(rows.iter().any(|r| r.outcome == "created"), "{rows:?}");
+    let members = rows.iter().find(|r| r.kind == "members" && r.outcome == "added").expect("an added member");
+    assert!(!members.target.is_empty() && !members.organization.is_empty(), "columns kept: {members:?}");
 }
