@@ -18,119 +18,17 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::answer::{self, Answer, Expect};
+use super::auth::Auth;
 use super::breaker::{self, Breaker, Verdict};
 use super::error::{parse_reset, parse_retry_after, ApiError, ErrorKind};
 use super::models::*;
 use super::path;
 use super::retry::RetryPolicy;
-use crate::routes::{self, Route, Verb};
+use crate::routes::{Route, Verb};
 use crate::throttle::{Scope, Signal, Throttle};
 
 /// Page size asked for; servers cap it silently anyway (50 on JSM Cloud).
 pub const PAGE_LIMIT: u64 = 50;
-
-/// Credentials. `Debug` never shows the secret.
-#[derive(Clone)]
-pub enum Auth {
-    /// Cloud API token: `Basic base64(email:token)`.
-    Basic { email: String, token: String },
-    /// OAuth 2.0 access token or Data Center personal access token.
-    Bearer { token: String },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::Basic { email, .. } => write!(f, "Basic({email}, token: [redacted])"),
-            Auth::Bearer { .. } => write!(f, "Bearer([redacted])"),
-        }
-    }
-}
-
-impl Auth {
-    /// Every form in which this credential could be echoed back by a server
-    /// or a proxy: the token itself and the encoded Basic pair.
-    fn secrets(&self) -> Vec<String> {
-        use base64::Engine as _;
-        let (token, pair) = match self {
-            Auth::Basic { email, token } => (token, Some(format!("{email}:{token}"))),
-            Auth::Bearer { token } => (token, None),
-        };
-        let mut raw = vec![token.clone()];
-        raw.extend(pair.clone());
-        // Base64 of the token and of the Basic pair, in every alphabet and
-        // padding a server or a proxy might print.
-        let engines = [
-            base64::engine::general_purpose::STANDARD,
-            base64::engine::general_purpose::STANDARD_NO_PAD,
-            base64::engine::general_purpose::URL_SAFE,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ];
-        for text in std::iter::once(token).chain(pair.as_ref()) {
-            raw.extend(engines.iter().map(|e| e.encode(text)));
-        }
-        // Each of those as it appears percent-encoded (upper or lower hex,
-        // reserved characters or every non-alphanumeric) or JSON-escaped.
-        let mut v = Vec::new();
-        for s in raw {
-            for set in [percent_encoding::NON_ALPHANUMERIC, path::SEGMENT] {
-                let enc = percent_encoding::utf8_percent_encode(&s, set).to_string();
-                v.push(lower_hex(&enc));
-                v.push(enc);
-            }
-            let json = serde_json::to_string(&s).expect("a string serializes");
-            let json = json[1..json.len() - 1].to_string();
-            v.push(json.replace('/', "\\/"));
-            v.push(json);
-            v.push(s);
-        }
-        // Too short to search for without mangling ordinary text; longest
-        // first, so that no form is left half-replaced.
-        v.retain(|s| s.len() >= 4);
-        v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        v.dedup();
-        v
-    }
-
-    fn header(&self) -> Result<HeaderValue, ErrorKind> {
-        use base64::Engine as _;
-        let raw = match self {
-            Auth::Basic { email, token } => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}"));
-                format!("Basic {b64}")
-            }
-            Auth::Bearer { token } => format!("Bearer {token}"),
-        };
-        let mut v = HeaderValue::from_str(&raw)
-            .map_err(|_| ErrorKind::Local("the credential contains characters not allowed in an HTTP header".into()))?;
-        v.set_sensitive(true);
-        Ok(v)
-    }
-}
-
-/// Replace every listed form of the credential with `[redacted]`.
-fn redact(secrets: &[String], mut text: String) -> String {
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "[redacted]");
-        }
-    }
-    text
-}
-
-/// `%2F` → `%2f`: percent-encoded text as servers that print lower hex show it.
-fn lower_hex(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut rest = encoded;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        let end = (i + 3).min(rest.len());
-        out.push_str(&rest[i..end].to_ascii_lowercase());
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// What the client needs to talk to one site.
 #[derive(Debug, Clone)]
@@ -152,7 +50,7 @@ pub struct Called<T> {
 }
 
 impl<T> Called<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Called<U> {
+    pub(super) fn map<U>(self, f: impl FnOnce(T) -> U) -> Called<U> {
         Called { value: f(self.value), status: self.status, attempts: self.attempts }
     }
 }
@@ -399,7 +297,7 @@ impl Client {
     /// headers in its error body must not put the token into logs, reports
     /// or error messages.
     fn redact(&self, text: String) -> String {
-        redact(&self.secrets, text)
+        super::auth::redact(&self.secrets, text)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ErrorKind {
@@ -422,202 +320,9 @@ impl Client {
         self.call(route, url, Body::None, Expect::GET, |_, b| json(b)).await
     }
 
-    async fn send_no_content(&self, route: Route, url: Url, body: Body) -> Result<Called<()>, ApiError> {
+    pub(super) async fn send_no_content(&self, route: Route, url: Url, body: Body) -> Result<Called<()>, ApiError> {
         self.call(route, url, body, Expect::NO_CONTENT, |_, _| Ok(())).await
     }
-
-    // ----- organizations -----------------------------------------------
-
-    /// `GET /organization?start&limit`.
-    pub async fn organizations_page(&self, start: u64, limit: u64) -> Result<Called<Page<Organization>>, ApiError> {
-        self.get_json(routes::LIST_ORGS, self.url(routes::LIST_ORGS, &[], &paging(start, limit))?).await
-    }
-
-    /// Every organization, following `isLastPage`.
-    pub async fn all_organizations(&self) -> Result<Called<Vec<Organization>>, ApiError> {
-        collect_pages(|o: &Organization| o.id, |start| self.page_at(routes::LIST_ORGS, &[], start)).await
-    }
-
-    /// `GET API/segments?start&limit`, with the URL it asked (for errors).
-    fn page_at<T: DeserializeOwned>(
-        &self,
-        route: Route,
-        args: &[&str],
-        start: u64,
-    ) -> impl std::future::Future<Output = Result<(Url, Called<Page<T>>), ApiError>> + '_ {
-        let url = self.url(route, args, &paging(start, PAGE_LIMIT));
-        async move {
-            let url = url?;
-            Ok((url.clone(), self.get_json(route, url).await?))
-        }
-    }
-
-    /// `POST /organization` — idempotent by name on JSM Cloud.
-    pub async fn create_organization(&self, name: &str) -> Result<Called<Organization>, ApiError> {
-        let body = serde_json::to_vec(&CreateOrganization { name }).expect("serializable");
-        let url = self.url(routes::CREATE_ORG, &[], &[])?;
-        self.call(routes::CREATE_ORG, url, Body::Json(body), Expect::CREATE, |_, b| json(b)).await
-    }
-
-    /// `GET /organization/{id}`.
-    pub async fn organization(&self, id: u64) -> Result<Called<Organization>, ApiError> {
-        self.get_json(routes::GET_ORG, self.url(routes::GET_ORG, &[&id.to_string()], &[])?).await
-    }
-
-    /// `DELETE /organization/{id}`.
-    pub async fn delete_organization(&self, id: u64) -> Result<Called<()>, ApiError> {
-        let url = self.url(routes::DELETE_ORG, &[&id.to_string()], &[])?;
-        self.send_no_content(routes::DELETE_ORG, url, Body::None).await
-    }
-
-    // ----- properties ---------------------------------------------------
-
-    /// `GET /organization/{id}/property`.
-    pub async fn property_keys(&self, id: u64) -> Result<Called<Vec<String>>, ApiError> {
-        let url = self.url(routes::LIST_PROPERTY_KEYS, &[&id.to_string()], &[])?;
-        let keys: Called<PropertyKeys> = self.get_json(routes::LIST_PROPERTY_KEYS, url).await?;
-        Ok(keys.map(|k| k.keys.into_iter().map(|k| k.key).collect()))
-    }
-
-    /// `GET /organization/{id}/property/{key}`.
-    pub async fn property(&self, id: u64, key: &str) -> Result<Called<EntityProperty>, ApiError> {
-        self.get_json(routes::GET_PROPERTY, self.url(routes::GET_PROPERTY, &[&id.to_string(), key], &[])?).await
-    }
-
-    /// `PUT /organization/{id}/property/{key}` with the raw JSON value as body.
-    pub async fn set_property(
-        &self,
-        id: u64,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Result<Called<PropertyWrite>, ApiError> {
-        let url = self.url(routes::SET_PROPERTY, &[&id.to_string(), key], &[])?;
-        let body = serde_json::to_vec(value).expect("serializable");
-        self.call(routes::SET_PROPERTY, url, Body::Json(body), Expect::PUT, |status, _| {
-            Ok(if status == StatusCode::CREATED { PropertyWrite::Created } else { PropertyWrite::Updated })
-        })
-        .await
-    }
-
-    /// `DELETE /organization/{id}/property/{key}`.
-    pub async fn delete_property(&self, id: u64, key: &str) -> Result<Called<()>, ApiError> {
-        let url = self.url(routes::DELETE_PROPERTY, &[&id.to_string(), key], &[])?;
-        self.send_no_content(routes::DELETE_PROPERTY, url, Body::None).await
-    }
-
-    // ----- members ------------------------------------------------------
-
-    /// `GET /organization/{id}/user?start&limit` (ordered by accountId).
-    pub async fn users_page(&self, id: u64, start: u64, limit: u64) -> Result<Called<Page<User>>, ApiError> {
-        let url = self.url(routes::LIST_MEMBERS, &[&id.to_string()], &paging(start, limit))?;
-        self.get_json(routes::LIST_MEMBERS, url).await
-    }
-
-    /// Every member of an organization.
-    pub async fn all_users(&self, id: u64) -> Result<Called<Vec<User>>, ApiError> {
-        let id = id.to_string();
-        collect_pages(|u: &User| u.account_id.clone(), |start| self.page_at(routes::LIST_MEMBERS, &[&id], start)).await
-    }
-
-    /// `POST /organization/{id}/user {"accountIds": [...]}`.
-    pub async fn add_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
-        let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
-        let url = self.url(routes::ADD_MEMBERS, &[&id.to_string()], &[])?;
-        self.send_no_content(routes::ADD_MEMBERS, url, Body::Json(body)).await
-    }
-
-    /// `DELETE /organization/{id}/user {"accountIds": [...]}`.
-    pub async fn remove_users(&self, id: u64, account_ids: &[String]) -> Result<Called<()>, ApiError> {
-        let body = serde_json::to_vec(&AccountIds { account_ids }).expect("serializable");
-        let url = self.url(routes::REMOVE_MEMBERS, &[&id.to_string()], &[])?;
-        self.send_no_content(routes::REMOVE_MEMBERS, url, Body::Json(body)).await
-    }
-
-    // ----- service desks ------------------------------------------------
-
-    /// `GET /servicedesk?start&limit`.
-    pub async fn service_desks_page(&self, start: u64, limit: u64) -> Result<Called<Page<ServiceDesk>>, ApiError> {
-        self.get_json(routes::LIST_DESKS, self.url(routes::LIST_DESKS, &[], &paging(start, limit))?).await
-    }
-
-    /// Every service desk.
-    pub async fn all_service_desks(&self) -> Result<Called<Vec<ServiceDesk>>, ApiError> {
-        collect_pages(|d: &ServiceDesk| d.id.clone(), |start| self.page_at(routes::LIST_DESKS, &[], start)).await
-    }
-
-    /// `GET /servicedesk/{sd}/organization?start&limit`.
-    pub async fn desk_organizations_page(
-        &self,
-        desk: &str,
-        start: u64,
-        limit: u64,
-    ) -> Result<Called<Page<Organization>>, ApiError> {
-        let url = self.url(routes::LIST_DESK_ORGS, &[desk], &paging(start, limit))?;
-        self.get_json(routes::LIST_DESK_ORGS, url).await
-    }
-
-    /// Every organization linked to a service desk.
-    pub async fn all_desk_organizations(&self, desk: &str) -> Result<Called<Vec<Organization>>, ApiError> {
-        collect_pages(|o: &Organization| o.id, |start| self.page_at(routes::LIST_DESK_ORGS, &[desk], start)).await
-    }
-
-    /// `POST /servicedesk/{sd}/organization {"organizationId": id}`.
-    pub async fn link_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
-        let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
-        let url = self.url(routes::LINK_ORG, &[desk], &[])?;
-        self.send_no_content(routes::LINK_ORG, url, Body::Json(body)).await
-    }
-
-    /// `DELETE /servicedesk/{sd}/organization {"organizationId": id}`.
-    pub async fn unlink_organization(&self, desk: &str, id: u64) -> Result<Called<()>, ApiError> {
-        let body = serde_json::to_vec(&OrganizationIdBody { organization_id: id }).expect("serializable");
-        let url = self.url(routes::UNLINK_ORG, &[desk], &[])?;
-        self.send_no_content(routes::UNLINK_ORG, url, Body::Json(body)).await
-    }
-}
-
-/// Follow pages until `isLastPage`, advancing `start` by the number of values
-/// received (servers cap `limit` silently). Attempts are summed. Paging must
-/// make progress: an empty page that is not the last, or a page that brings
-/// nothing new (`key` names an item; a server ignoring `start` repeats its
-/// first page), is an error naming the endpoint, never a short or endless
-/// list. An item listed twice (the list shifted) is kept once.
-pub async fn collect_pages<T, K, F, Fut>(key: impl Fn(&T) -> K, mut fetch: F) -> Result<Called<Vec<T>>, ApiError>
-where
-    K: std::hash::Hash + Eq,
-    F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<(Url, Called<Page<T>>), ApiError>>,
-{
-    let mut all = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut start = 0u64;
-    let mut attempts = 0u32;
-    loop {
-        let (url, page) = fetch(start).await.map_err(|e| ApiError { attempts: attempts + e.attempts, ..e })?;
-        attempts += page.attempts;
-        let n = page.value.values.len() as u64;
-        let last = page.value.is_last_page;
-        let before = all.len();
-        all.extend(page.value.values.into_iter().filter(|v| seen.insert(key(v))));
-        if last {
-            return Ok(Called { value: all, status: page.status, attempts });
-        }
-        let stuck = match (n, all.len() == before) {
-            (0, _) => "an empty page that says it is not the last (isLastPage false)",
-            (_, true) => "a page of items already read: the site ignores `start`?",
-            _ => {
-                start += n;
-                continue;
-            }
-        };
-        let call = format!("GET {}?{}", url.path(), url.query().unwrap_or(""));
-        let detail = format!("{stuck}; the list cannot be read to its end");
-        return Err(ApiError { kind: ErrorKind::Unexpected { status: page.status, call, detail }, attempts });
-    }
-}
-
-fn paging(start: u64, limit: u64) -> [(&'static str, String); 2] {
-    [("start", start.to_string()), ("limit", limit.to_string())]
 }
 
 pub(super) fn json<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
@@ -722,41 +427,5 @@ mod tests {
         }
         h.insert("x-ratelimit-limit", HeaderValue::from_static("-3"));
         assert_eq!(rate_signal(&h).0.limit, None);
-    }
-
-    #[test]
-    fn echoes_of_the_credential_are_redacted_in_every_encoding() {
-        use base64::Engine as _;
-        let token = "t/k+n=1\"é x";
-        let auth = Auth::Basic { email: "a@b.c".into(), token: token.into() };
-        let secrets = auth.secrets();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("a@b.c:{token}"));
-        let url_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
-        let pct = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string();
-        let json = serde_json::to_string(token).unwrap();
-        let forms = [
-            token.to_string(),
-            b64.clone(),
-            url_b64,
-            pct.clone(),
-            pct.to_ascii_lowercase(),
-            json[1..json.len() - 1].to_string(),
-            serde_json::to_string(&b64).unwrap().replace('/', "\\/"),
-            percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string(),
-        ];
-        for form in forms {
-            let out = redact(&secrets, format!("echo: <{form}> end"));
-            assert_eq!(out.matches("[redacted]").count(), 1, "{form:?} -> {out}");
-            assert!(!out.contains("t/k") && !out.contains("1%22") && !out.contains(&b64[..8]), "{form:?} -> {out}");
-        }
-        assert_eq!(redact(&secrets, "nothing here".into()), "nothing here");
-    }
-
-    #[test]
-    fn auth_debug_hides_secrets() {
-        let a = Auth::Basic { email: "a@b.c".into(), token: "s3cr3t".into() };
-        let b = Auth::Bearer { token: "t0k3n".into() };
-        assert!(!format!("{a:?}{b:?}").contains("s3cr3t"));
-        assert!(!format!("{a:?}{b:?}").contains("t0k3n"));
     }
 }

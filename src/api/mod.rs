@@ -8,15 +8,18 @@
 //! [`Throttle`]: crate::throttle::Throttle
 
 pub mod answer;
+pub mod auth;
 pub mod breaker;
 pub mod client;
 pub mod customers;
 pub mod error;
 pub mod models;
+pub mod operations;
 pub mod path;
 pub mod retry;
 
-pub use client::{Auth, Called, Client, ClientConfig, PropertyWrite};
+pub use auth::Auth;
+pub use client::{Called, Client, ClientConfig, PropertyWrite};
 pub use customers::CustomerCreate;
 pub use error::{ApiError, ErrorKind};
 pub use models::{EntityProperty, Organization, Page, PropertyKeys, ServiceDesk, User};
