@@ -55,6 +55,26 @@ impl Route {
         })
     }
 
+    /// The request line of a concrete call, for messages: the method and the
+    /// template with `args` in place of its placeholders, in order
+    /// (`GET /organization/7/user`). Not for sending (nothing is encoded).
+    pub fn describe(self, args: &[&dyn fmt::Display]) -> String {
+        let mut args = args.iter();
+        let mut out = String::from(self.verb.as_str());
+        out.push(' ');
+        for seg in self.segments() {
+            out.push('/');
+            match seg {
+                Ok(literal) => out.push_str(literal),
+                Err(name) => match args.next() {
+                    Some(arg) => out.push_str(&arg.to_string()),
+                    None => out.push_str(&format!("{{{name}}}")),
+                },
+            }
+        }
+        out
+    }
+
     /// The route a request of `verb` to the concrete `path` (under the API
     /// base) belongs to, if any.
     pub fn matching(verb: Verb, path: &str) -> Option<Route> {
@@ -125,6 +145,8 @@ mod tests {
         assert_eq!(Route::matching(Verb::Get, "/organization"), Some(LIST_ORGS));
         assert_eq!(Route::matching(Verb::Post, "/servicedesk/SD/organization/"), Some(LINK_ORG));
         assert_eq!(Route::matching(Verb::Put, "/organization/7"), None);
+        assert_eq!(GET_PROPERTY.describe(&[&7, &"a b"]), "GET /organization/7/property/a b");
+        assert_eq!(LIST_DESKS.describe(&[]), "GET /servicedesk");
         let segs: Vec<_> = GET_PROPERTY.segments().collect();
         assert_eq!(segs, [Ok("organization"), Err("id"), Ok("property"), Err("key")]);
     }

@@ -432,9 +432,18 @@ mod tests {
                 assert!(opts.report.to_string_lossy().starts_with("jsm-orgs-report-"));
                 assert_eq!(conn.site_display, "https://acme.atlassian.net");
                 assert!(matches!(conn.client.auth, Auth::Basic { .. }));
+                // No ceiling, no cap: each endpoint at Jira's default, Little's law in flight.
+                assert_eq!(conn.throttle, crate::throttle::ThrottleConfig::default());
             }
             other => panic!("{other:?}"),
         }
+        let s = parse(
+            &["import", "x.csv", "--site", "https://acme.atlassian.net", "--rate", "30", "--concurrency", "4"],
+            &basic_env(),
+        )
+        .unwrap();
+        let Task::Import { conn, .. } = s.task else { panic!() };
+        assert_eq!((conn.throttle.ceiling, conn.throttle.concurrency), (Some(30.0), Some(4)));
         for bad in [
             &["--chunk-size", "51"][..],
             &["--chunk-size", "0"],

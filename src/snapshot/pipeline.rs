@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::progress::Progress;
+use crate::routes;
 use futures::channel::mpsc;
 use futures::stream::{self, PollNext, StreamExt};
 use serde_json::Value;
@@ -132,14 +133,12 @@ impl Job {
 
     fn describe(&self) -> String {
         match self {
-            Job::OrgPage { start } => format!("GET /organization?start={start}"),
-            Job::Members { org, start } => format!("GET /organization/{org}/user?start={start}"),
-            Job::PropertyKeys { org } => format!("GET /organization/{org}/property"),
-            Job::Property { org, key } => format!("GET /organization/{org}/property/{key}"),
-            Job::DeskList { start } => format!("GET /servicedesk?start={start}"),
-            Job::DeskPage { id, start, .. } => {
-                format!("GET /servicedesk/{id}/organization?start={start}")
-            }
+            Job::OrgPage { start } => format!("{}?start={start}", routes::LIST_ORGS.describe(&[])),
+            Job::Members { org, start } => format!("{}?start={start}", routes::LIST_MEMBERS.describe(&[org])),
+            Job::PropertyKeys { org } => routes::LIST_PROPERTY_KEYS.describe(&[org]),
+            Job::Property { org, key } => routes::GET_PROPERTY.describe(&[org, key]),
+            Job::DeskList { start } => format!("{}?start={start}", routes::LIST_DESKS.describe(&[])),
+            Job::DeskPage { id, start, .. } => format!("{}?start={start}", routes::LIST_DESK_ORGS.describe(&[id])),
         }
     }
 }

@@ -35,6 +35,12 @@ fn client_paced(site: &str, pacing: ThrottleConfig) -> Client {
     Client::new(cfg, throttle).unwrap()
 }
 
+/// A last page without values.
+fn empty_page() -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []}))
+}
+
 fn too_many(reason: Option<&str>) -> ResponseTemplate {
     let t = ResponseTemplate::new(429)
         .insert_header("retry-after", "60")
@@ -74,10 +80,7 @@ async fn a_burst_429_on_one_endpoint_does_not_slow_the_others() {
         .await;
     Mock::given(method("GET"))
         .and(path(format!("{API}/organization/1/user")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []})),
-        )
+        .respond_with(empty_page())
         .expect(30)
         .mount(&server)
         .await;
@@ -173,14 +176,7 @@ async fn a_429_without_a_reason_pauses_every_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_during_a_long_retry_after_ends_the_run_at_once() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/organization")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []})),
-        )
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).and(path(format!("{API}/organization"))).respond_with(empty_page()).mount(&server).await;
     Mock::given(method("POST"))
         .and(path(format!("{API}/organization")))
         .respond_with(too_many(Some("jira-quota-tenant-based")))
@@ -233,10 +229,7 @@ async fn writes_of_an_organization_start_while_the_next_ones_are_created() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("{API}/organization")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"start": 0, "limit": 50, "size": 0, "isLastPage": true, "values": []})),
-        )
+        .respond_with(empty_page())
         .expect(1)
         .mount(&server)
         .await;

@@ -1100,3 +1100,33 @@ async fn shutdown_stops_the_server() {
     let after = http.get(&url).basic_auth("sandbox@example.com", Some("sandbox-token")).send().await;
     assert!(after.is_err(), "{after:?}");
 }
+
+/// Per endpoint × method buckets: a PUT burst meets a 429 `jira-burst-based`
+/// while GETs of the same path go on; accepted answers state the limit, and
+/// warn when the bucket is almost empty.
+#[tokio::test]
+async fn endpoint_limits_answer_burst_429s_per_route_and_state_the_limit() {
+    let limits = jsm_orgs::sandbox::EndpointLimits::parse("GET=100,PUT=1").unwrap();
+    let s = Site::start(SandboxConfig { endpoint_limits: limits, ..SandboxConfig::default() }).await;
+    let org = s.call(Method::POST, "/organization", Some(json!({"name": "Acme"}))).await;
+    let id = org.json()["id"].as_str().unwrap().to_string();
+    let put = format!("/organization/{id}/property/k");
+    // PUT at 1/s: a bucket of one token, refilled after a second.
+    let first = s.call(Method::PUT, &put, Some(json!(1))).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.header("x-ratelimit-limit"), Some("1"));
+    assert_eq!(first.header("x-ratelimit-nearlimit"), Some("true"), "the bucket is empty now");
+    let second = s.call(Method::PUT, &put, Some(json!(2))).await;
+    assert_error(&second, 429);
+    assert_eq!(second.header("ratelimit-reason"), Some("jira-burst-based"));
+    assert_eq!(second.header("x-ratelimit-limit"), Some("1"));
+    assert!(second.header("retry-after").is_some());
+    // Another method of the same path has its own bucket.
+    let read = s.get(&put).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.header("x-ratelimit-limit"), Some("100"));
+    assert_eq!(read.header("x-ratelimit-nearlimit"), None);
+    // POST has no limit here: no rate-limit headers.
+    assert_eq!(org.header("x-ratelimit-limit"), None);
+    assert_eq!(s.sb.stats().rate_limited, 1);
+}
