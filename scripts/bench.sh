@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks against the local sandbox (127.0.0.1 only). Prints a markdown table.
 #
-#   scripts/bench.sh [import|export|large|adaptive|sequential|unpaced|million|all]     (default: all)
+#   scripts/bench.sh [import|export|large|adaptive|sequential|unpaced|million|diff|all]     (default: all)
 #
 # The sandbox models Jira Cloud: a token bucket per endpoint x method (GET and POST
 # 100/s, PUT and DELETE 50/s, answered 429 jira-burst-based) and LATENCY_MS (150) per
@@ -192,6 +192,18 @@ bench_million() {
     "$BIN" import "$WORK/m" --site "$SITE" --report "$WORK/m.csv" --quiet
 }
 
+bench_diff() { # two snapshots of M_ORGS x M_MEMBERS memberships, a night apart; no site involved
+  rm -rf "$WORK/d1" "$WORK/d2"
+  python3 "$ROOT/scripts/gen.py" seed "$WORK/d1" "$M_ORGS" "$M_MEMBERS" 1 1
+  python3 "$ROOT/scripts/gen.py" night "$WORK/d2" "$M_ORGS" "$M_MEMBERS" 1 1
+  local out=$WORK/diff.time code=0 wall rss_kb user sys rows
+  /usr/bin/time -f '%e %M %U %S' -o "$out" "$BIN" diff "$WORK/d1" "$WORK/d2" --report "$WORK/diff.csv" --quiet \
+    >"$WORK/diff.log" 2>&1 || code=$?
+  read -r wall rss_kb user sys < <(tail -n1 "$out")  # time prepends "Command exited with non-zero status" on exit 1
+  rows=$(( $(wc -l <"$WORK/diff.csv") - 1 ))
+  echo "diff of $((M_ORGS * M_MEMBERS)) memberships (${M_ORGS}x${M_MEMBERS}, 1 property and 1 desk link per org): ${wall} s wall, $((rss_kb / 1024)) MB peak RSS, ${rows} change rows, exit $code (1 = different)" >>"$WORK/notes"
+}
+
 case "$WHAT" in
   import) bench_import ;;
   export) bench_export ;;
@@ -199,9 +211,10 @@ case "$WHAT" in
   adaptive) bench_adaptive ;;
   sequential) bench_sequential ;;
   million) bench_million ;;
+  diff) bench_diff ;;
   unpaced) bench_unpaced ;;
-  all) bench_import; bench_export; bench_adaptive; bench_large; bench_sequential; bench_unpaced; bench_million ;;
-  *) echo "usage: $0 [import|export|large|adaptive|sequential|unpaced|million|all]"; exit 2 ;;
+  all) bench_import; bench_export; bench_adaptive; bench_large; bench_sequential; bench_unpaced; bench_million; bench_diff ;;
+  *) echo "usage: $0 [import|export|large|adaptive|sequential|unpaced|million|diff|all]"; exit 2 ;;
 esac
 
 echo

@@ -3,6 +3,9 @@
 
   gen.py import DIR ORGS MEMBERS PROPS DESKS    -> import input (CSV files)
   gen.py seed   DIR ORGS MEMBERS PROPS DESKS    -> a snapshot directory (JSONL) to seed the sandbox
+  gen.py night  DIR ORGS MEMBERS PROPS DESKS    -> the same snapshot after a night of changes (for diff):
+                                                   every 97th membership left, one joined per 10th org,
+                                                   every 100th org renamed
 
 Desk ids are 10001.. . Account ids are unique per membership.
 """
@@ -47,13 +50,19 @@ def main():
             for n in ns:
                 for d in desk_ids:
                     w.writerow([n, d])
-    elif mode == "seed":
+    elif mode in ("seed", "night"):
+        night = mode == "night"
+        if night:
+            ns = [n + " (renamed)" if o % 100 == 0 else n for o, n in enumerate(ns)]
         with open(f"{out}/organizations.jsonl", "w") as f:
             for o, n in enumerate(ns):
                 f.write(json.dumps({"id": o + 1, "name": n}) + "\n")
         with open(f"{out}/members.jsonl", "w") as f:
             for o, n in enumerate(ns):
-                for m in range(members):
+                joined = [members] if night and o % 10 == 0 else []
+                for m in list(range(members)) + joined:
+                    if night and (o + m) % 97 == 0:
+                        continue
                     f.write(json.dumps({"organization": n, "organization_id": o + 1, "account_id": acc(o, m)}) + "\n")
         with open(f"{out}/properties.jsonl", "w") as f:
             for o, n in enumerate(ns):

@@ -1,12 +1,15 @@
 //! The snapshot format: what `export` writes and what `import`,
 //! `sandbox --seed`, `verify` and `diff` read.
 //!
-//! Owns the four data files (JSONL or CSV), the manifest with its sha256 and
-//! row counts, the CSV formula escape, the 0600/0700 files and the atomic
-//! install ([`write`]), and the export verb that fills them from a site
-//! ([`export`], whose concurrent read plan is [`pipeline`]). Nothing outside
-//! this module parses or writes snapshot files on its own, so the format can
-//! change in one place.
+//! Owns the four data files (JSONL or CSV) and the manifest with their sha256
+//! and row counts, the CSV formula escape, the 0600/0700 files and the atomic
+//! install ([`write`]); reading them back as typed records ([`read`],
+//! [`manifest`]); checking them ([`verify`]); comparing two snapshots
+//! ([`diff`], whose streaming merge is [`merge`]); housekeeping beside
+//! `--out` ([`retention`]); and the export verb that fills a snapshot from a
+//! site ([`export`], whose concurrent read plan is [`pipeline`]). Nothing
+//! outside this module parses or writes snapshot files on its own, so the
+//! format can change in one place.
 
 pub mod diff;
 mod export;

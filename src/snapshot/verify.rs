@@ -16,7 +16,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ManifestError, ManifestFile};
-use super::read::{is_file_of, FileFormat, Records, SnapshotRecord, Unescape};
+use super::read::{is_file_of, Records, SnapshotRecord, Unescape};
+use crate::input::read_as_input;
 use crate::model::{DeskLinkRecord, MemberRecord, OrgRecord, PropertyRecord, DATA_FILES};
 
 /// What `verify` found in one file.
@@ -129,7 +130,8 @@ fn unlisted_files(dir: &Path, manifest: &Manifest) -> Vec<FileCheck> {
     let mut out: Vec<FileCheck> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with('.') && FileFormat::of(Path::new(name)).is_some())
+        // What `import DIR` would read (not hidden files, not its reports).
+        .filter(|name| read_as_input(Path::new(name)))
         .filter(|name| !manifest.files.contains_key(name))
         .map(|name| FileCheck {
             name,

@@ -46,7 +46,16 @@ fn write_site(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     write_jsonl(
         &dir.join("organizations.jsonl"),
-        &[org(1, "Acme"), org(2, "Beta"), org(3, "Gamma"), org(4, "=Formula Industries")],
+        &[
+            // A DateDTO: CSV keeps its ISO text, and diff compares that.
+            OrgRecord {
+                created: Some(json!({"epochMillis": 1704164645000u64, "iso8601": "2024-01-02T03:04:05+0000"})),
+                ..org(1, "Acme")
+            },
+            org(2, "Beta"),
+            org(3, "Gamma"),
+            org(4, "=Formula Industries"),
+        ],
     );
     write_jsonl(
         &dir.join("members.jsonl"),
@@ -377,5 +386,36 @@ async fn verify_catches_damage_and_import_refuses_it_before_any_request() {
     let out = run(&["import", s(&byte), "--site", &sb.url(), "--allow-edited", "--report", s(&t.join("r.csv"))]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(sb.state().organizations.iter().any(|o| o.name == "Acmf"));
+    sb.shutdown().await;
+}
+
+/// SIGTERM during an export (cron's `timeout`, systemd): exit 3, no
+/// snapshot, and no staging folder left beside `--out`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_stopped_by_sigterm_leaves_no_staging_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = tmp.path().join("seed");
+    fs::create_dir_all(&seed).unwrap();
+    let orgs: Vec<OrgRecord> = (1..=300).map(|i| org(i, &format!("Org {i}"))).collect();
+    write_jsonl(&seed.join("organizations.jsonl"), &orgs);
+    let sb = Sandbox::start(SandboxConfig { seed: Some(seed), ..SandboxConfig::default() }).await.unwrap();
+    let backups = tmp.path().join("backups");
+    fs::create_dir(&backups).unwrap();
+    let out = backups.join("night");
+    let args = ["export", "--out", s(&out), "--site", &sb.url(), "--rate", "40"].map(String::from);
+    let child = cli(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sb.stats().total < 20 {
+        assert!(std::time::Instant::now() < deadline, "the export never started reading");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let staging: Vec<_> = fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(staging.len(), 1, "the staging folder exists while the export runs: {staging:?}");
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let done = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(done.status.code(), Some(3), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(fs::read_dir(&backups).unwrap().count(), 0, "no snapshot and no staging folder left");
     sb.shutdown().await;
 }
