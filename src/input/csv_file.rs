@@ -16,7 +16,7 @@ use std::sync::Arc;
 use csv::ByteRecord;
 
 use super::fields::{self, Field, FieldSet};
-use super::text::{open_text, sniff_delimiter, TextReader};
+use super::text::{open_text_hashed, sniff_delimiter, Digest, TextReader};
 use super::validate::{validate, Problem, Raw, RawRow};
 use super::{InputError, RowResult, Source};
 use crate::model::{unescape_formula, unescape_formula_marker};
@@ -38,7 +38,7 @@ pub(super) struct CsvSchema {
 /// Returns the schema and the warnings (unknown columns, no rows).
 pub(super) fn inspect(path: &Path, display: &str, unescape: bool) -> Result<(CsvSchema, Vec<String>), InputError> {
     let delimiter = sniff_delimiter(path).map_err(|e| InputError::io(path, e))?;
-    let mut reader = reader(path, delimiter).map_err(|e| InputError::io(path, e))?;
+    let mut reader = reader(path, delimiter, None).map_err(|e| InputError::io(path, e))?;
     let header = reader.byte_headers().map_err(|e| InputError::io(path, csv_io(e)))?.clone();
     let mut warnings = Vec::new();
     let mut schema = CsvSchema { columns: Vec::new(), width: header.len(), unescape, delimiter };
@@ -124,8 +124,14 @@ pub(super) struct CsvRows {
 }
 
 impl CsvRows {
+    #[cfg(test)]
     pub(super) fn open(path: &Path, schema: &CsvSchema) -> io::Result<Self> {
-        Ok(CsvRows { reader: reader(path, schema.delimiter)?, record: ByteRecord::new() })
+        CsvRows::open_hashed(path, schema, None)
+    }
+
+    /// Open a CSV file, feeding its raw bytes to `digest` (the fingerprint).
+    pub(super) fn open_hashed(path: &Path, schema: &CsvSchema, digest: Option<Digest>) -> io::Result<Self> {
+        Ok(CsvRows { reader: reader(path, schema.delimiter, digest)?, record: ByteRecord::new() })
     }
 
     /// The next non-blank record as a validated row, `None` at the end.
@@ -188,12 +194,12 @@ impl CsvSchema {
     }
 }
 
-fn reader(path: &Path, delimiter: u8) -> io::Result<csv::Reader<LineTee>> {
+fn reader(path: &Path, delimiter: u8, digest: Option<Digest>) -> io::Result<csv::Reader<LineTee>> {
     Ok(csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .delimiter(delimiter)
-        .from_reader(LineTee::new(open_text(path)?)))
+        .from_reader(LineTee::new(open_text_hashed(path, digest)?)))
 }
 
 /// Bytes already counted are forgotten once this many have piled up.

@@ -21,7 +21,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_json::Value;
 
 use super::fields::{Field, FieldSet};
-use super::text::{open_text, TextReader};
+use super::text::{open_text_hashed, Digest, TextReader};
 use super::validate::{json_error, validate, Problem, Raw, RawRow};
 use super::{InputError, RowResult, Source};
 
@@ -77,7 +77,12 @@ pub(super) struct JsonlRows {
 
 impl JsonlRows {
     pub(super) fn open(path: &Path) -> io::Result<Self> {
-        Ok(JsonlRows { reader: open_text(path)?, buf: Vec::new(), line: 0 })
+        JsonlRows::open_hashed(path, None)
+    }
+
+    /// [`JsonlRows::open`], feeding the file's raw bytes to `digest`.
+    pub(super) fn open_hashed(path: &Path, digest: Option<Digest>) -> io::Result<Self> {
+        Ok(JsonlRows { reader: open_text_hashed(path, digest)?, buf: Vec::new(), line: 0 })
     }
 
     /// The next non-blank line (without its line break) and its number.

@@ -13,8 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
+
+use sha2::Digest as _;
 
 use super::csv_file::{self, CsvRows, CsvSchema};
 use super::jsonl_file::{self, JsonlRows};
@@ -39,6 +41,10 @@ struct FileSpec {
     display: Arc<str>,
     format: Format,
     stamp: Stamp,
+    /// sha256 of the bytes the first complete pass read; every later pass
+    /// must read the same (size and mtime miss a same-size rewrite within
+    /// one clock tick).
+    digest: OnceLock<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -123,7 +129,7 @@ impl InputSet {
                 }
             };
             set.files.push(path.clone());
-            set.specs.push(FileSpec { path, display, format, stamp });
+            set.specs.push(FileSpec { path, display, format, stamp, digest: OnceLock::new() });
         }
         Ok(set)
     }
@@ -163,7 +169,7 @@ impl InputSet {
 pub struct Rows<'a> {
     set: &'a InputSet,
     next_file: usize,
-    current: Option<(&'a FileSpec, Reader<'a>)>,
+    current: Option<(&'a FileSpec, Reader<'a>, Digest)>,
     index: u64,
     done: bool,
 }
@@ -174,16 +180,32 @@ enum Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn open(spec: &'a FileSpec) -> Result<Self, InputError> {
+    fn open(spec: &'a FileSpec, digest: &Digest) -> Result<Self, InputError> {
         let io = |e| InputError::io(&spec.path, e);
         let meta = fs::metadata(&spec.path).map_err(io)?;
         if Stamp::of(&meta) != spec.stamp {
             return Err(InputError::Changed { path: spec.path.clone() });
         }
+        let d = Some(digest.clone());
         Ok(match &spec.format {
-            Format::Csv(schema) => Reader::Csv(CsvRows::open(&spec.path, schema).map_err(io)?, schema),
-            Format::Jsonl => Reader::Jsonl(JsonlRows::open(&spec.path).map_err(io)?),
+            Format::Csv(schema) => Reader::Csv(CsvRows::open_hashed(&spec.path, schema, d).map_err(io)?, schema),
+            Format::Jsonl => Reader::Jsonl(JsonlRows::open_hashed(&spec.path, d).map_err(io)?),
         })
+    }
+}
+
+type Digest = Arc<Mutex<sha2::Sha256>>;
+
+/// A file read to its end: its bytes must be those of the first pass.
+fn check_digest(spec: &FileSpec, digest: &Digest) -> Result<(), InputError> {
+    let got: [u8; 32] = std::mem::take(&mut *digest.lock().expect("digest lock")).finalize().into();
+    match spec.digest.get() {
+        Some(first) if *first != got => Err(InputError::Changed { path: spec.path.clone() }),
+        Some(_) => Ok(()),
+        None => {
+            let _ = spec.digest.set(got);
+            Ok(())
+        }
     }
 }
 
@@ -192,7 +214,7 @@ impl Iterator for Rows<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            let (spec, reader) = match &mut self.current {
+            let (spec, reader, digest) = match &mut self.current {
                 Some(current) => current,
                 None => {
                     let Some(spec) = self.set.specs.get(self.next_file) else {
@@ -200,8 +222,9 @@ impl Iterator for Rows<'_> {
                         break;
                     };
                     self.next_file += 1;
-                    match Reader::open(spec) {
-                        Ok(reader) => self.current.insert((spec, reader)),
+                    let digest = Digest::default();
+                    match Reader::open(spec, &digest) {
+                        Ok(reader) => self.current.insert((spec, reader, digest)),
                         Err(e) => {
                             self.done = true;
                             return Some(Err(e));
@@ -214,7 +237,14 @@ impl Iterator for Rows<'_> {
                 Reader::Jsonl(rows) => rows.next_row(&spec.display, self.index),
             };
             match next {
-                None => self.current = None,
+                None => {
+                    let checked = check_digest(spec, digest);
+                    self.current = None;
+                    if let Err(e) = checked {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
                 Some(Ok(row)) => {
                     self.index += 1;
                     return Some(Ok(row));
@@ -535,6 +565,20 @@ mod tests {
         send_sync::<InputSet>();
         send::<Rows<'static>>();
         send_sync::<InputError>();
+    }
+
+    #[test]
+    fn a_same_size_rewrite_with_the_same_mtime_is_caught_by_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgs.csv");
+        fs::write(&path, "name\nAcme\n").unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let set = InputSet::open(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(set.rows().count(), 1);
+        fs::write(&path, "name\nAcne\n").unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        let last = set.rows().last().unwrap();
+        assert!(matches!(last, Err(InputError::Changed { .. })), "{last:?}");
     }
 
     #[test]

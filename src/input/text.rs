@@ -14,9 +14,29 @@ use std::path::Path;
 /// A file's bytes as UTF-8.
 pub(super) type TextReader = BufReader<Source>;
 
+/// The running sha256 of the raw bytes read from a file, shared with the
+/// pass that reads it (the input's fingerprint, taken as it streams).
+pub(super) type Digest = std::sync::Arc<std::sync::Mutex<sha2::Sha256>>;
+
+/// A file whose bytes also feed a [`Digest`].
+pub(super) struct Hashed {
+    file: File,
+    digest: Option<Digest>,
+}
+
+impl Read for Hashed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(d) = &self.digest {
+            sha2::Digest::update(&mut *d.lock().expect("digest lock"), &buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 /// The decoder under a [`TextReader`].
 pub(super) enum Source {
-    Utf8(BufReader<File>),
+    Utf8(BufReader<Hashed>),
     Utf16(Utf16ToUtf8),
 }
 
@@ -31,7 +51,13 @@ impl Read for Source {
 
 /// Open a file for reading as UTF-8, past its byte order mark.
 pub(super) fn open_text(path: &Path) -> io::Result<TextReader> {
-    let mut raw = BufReader::with_capacity(64 * 1024, File::open(path)?);
+    open_text_hashed(path, None)
+}
+
+/// [`open_text`], feeding the raw bytes to `digest`.
+pub(super) fn open_text_hashed(path: &Path, digest: Option<Digest>) -> io::Result<TextReader> {
+    let file = Hashed { file: File::open(path)?, digest };
+    let mut raw = BufReader::with_capacity(64 * 1024, file);
     let head = loop {
         match raw.fill_buf() {
             Ok(buf) => break buf.get(..3.min(buf.len())).unwrap_or_default().to_vec(),
@@ -54,7 +80,7 @@ pub(super) fn open_text(path: &Path) -> io::Result<TextReader> {
 
 /// Transcodes UTF-16 (either byte order) to UTF-8, one input buffer at a time.
 pub(super) struct Utf16ToUtf8 {
-    inner: BufReader<File>,
+    inner: BufReader<Hashed>,
     little: bool,
     /// Code units (or a half unit) not decoded yet: a high surrogate waits
     /// for its pair.
