@@ -97,7 +97,7 @@ pub fn created_text(created: &serde_json::Value) -> String {
 }
 
 /// Value of `csv_formula_escape` in `manifest.json` for CSV snapshots whose
-/// cells went through [`escape_formula`].
+/// cells went through [`escape_formula`] (read by `snapshot::manifest`).
 pub const CSV_FORMULA_ESCAPE: &str = "apostrophe";
 
 /// Escape a CSV cell that a spreadsheet would run as a formula (first char
@@ -108,15 +108,6 @@ pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
         Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{cell}").into(),
         _ => cell.into(),
     }
-}
-
-/// Whether the text of a snapshot's `manifest.json` declares that its CSV
-/// cells went through [`escape_formula`] (the top-level
-/// `"csv_formula_escape": "apostrophe"` that `export --format csv` writes).
-pub fn manifest_escapes_formulas(manifest_text: &str) -> Result<bool, serde_json::Error> {
-    let text = manifest_text.strip_prefix('\u{feff}').unwrap_or(manifest_text);
-    let manifest: serde_json::Value = serde_json::from_str(text)?;
-    Ok(manifest.get("csv_formula_escape").and_then(serde_json::Value::as_str) == Some(CSV_FORMULA_ESCAPE))
 }
 
 /// Undo [`escape_formula`]: drop one leading `'`.
@@ -168,13 +159,5 @@ mod tests {
         );
         assert_eq!(created_text(&json!("2024-01-02")), "2024-01-02");
         assert_eq!(created_text(&json!({"epochMillis": 1})), "{\"epochMillis\":1}");
-    }
-
-    #[test]
-    fn manifest_declares_the_escape_at_top_level_only() {
-        assert!(manifest_escapes_formulas("\u{feff}{\"csv_formula_escape\":\"apostrophe\"}").unwrap());
-        assert!(!manifest_escapes_formulas(r#"{"data_format":"jsonl"}"#).unwrap());
-        assert!(!manifest_escapes_formulas(r#"{"files":{"csv_formula_escape":"apostrophe"}}"#).unwrap());
-        assert!(manifest_escapes_formulas("{not json").is_err());
     }
 }

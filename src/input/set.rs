@@ -324,7 +324,7 @@ fn formula_escaped(dir: &Path, cache: &mut HashMap<PathBuf, bool>) -> Result<boo
     let escaped = match fs::read_to_string(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(InputError::io(&path, e)),
-        Ok(text) => crate::model::manifest_escapes_formulas(&text)
+        Ok(text) => crate::snapshot::manifest::escapes_formulas(&text)
             .map_err(|e| InputError::Manifest { path: path.clone(), message: format!("not valid JSON: {e}") })?,
     };
     cache.insert(dir.to_path_buf(), escaped);

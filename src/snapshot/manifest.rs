@@ -114,7 +114,7 @@ impl Manifest {
             site: text_of("site"),
             started_at: text_of("started_at"),
             finished_at: text_of("finished_at"),
-            formula_escaped: text_of("csv_formula_escape") == CSV_FORMULA_ESCAPE,
+            formula_escaped: v.get("csv_formula_escape").and_then(Value::as_str) == Some(CSV_FORMULA_ESCAPE),
             data_format,
             files,
         })
@@ -144,6 +144,16 @@ enum Why {
     Newer(u64),
 }
 
+/// Whether the text of a `manifest.json` declares that its CSV cells went
+/// through the export's formula escape (the top-level
+/// `"csv_formula_escape": "apostrophe"`), however little else it holds:
+/// `import` reads files of a snapshot folder named one by one with it.
+pub fn escapes_formulas(manifest_text: &str) -> Result<bool, serde_json::Error> {
+    let text = manifest_text.strip_prefix('\u{feff}').unwrap_or(manifest_text);
+    let manifest: Value = serde_json::from_str(text)?;
+    Ok(manifest.get("csv_formula_escape").and_then(Value::as_str) == Some(CSV_FORMULA_ESCAPE))
+}
+
 /// Whether `dir` holds a manifest of this tool's snapshot format (of any
 /// version): the only directories `--overwrite` and `--keep` may remove.
 pub fn is_snapshot(dir: &Path) -> bool {
@@ -159,6 +169,14 @@ mod tests {
 
     fn write(dir: &Path, text: &str) {
         fs::write(dir.join(MANIFEST), text).unwrap();
+    }
+
+    #[test]
+    fn the_escape_is_declared_at_top_level_only() {
+        assert!(escapes_formulas("\u{feff}{\"csv_formula_escape\":\"apostrophe\"}").unwrap());
+        assert!(!escapes_formulas(r#"{"data_format":"jsonl"}"#).unwrap());
+        assert!(!escapes_formulas(r#"{"files":{"csv_formula_escape":"apostrophe"}}"#).unwrap());
+        assert!(escapes_formulas("{not json").is_err());
     }
 
     #[test]
