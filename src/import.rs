@@ -25,7 +25,7 @@ use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
 use crate::report::{partial_path, Outcome, ReportFormat, ReportRow, ReportWriter, RowOutcome, Summary};
 use crate::report_path::{self, ReportTarget};
-use crate::report_rebuild;
+use crate::report_rebuild::{write_rebuilt, write_report};
 use crate::resolve::Resolver;
 use crate::settings::ImportOptions;
 use crate::snapshot::{self, manifest::MANIFEST};
@@ -58,7 +58,7 @@ pub enum ImportError {
     Aborted { message: String, summary: Box<Summary> },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     move |source| ImportError::Io { path: path.to_path_buf(), source }
 }
 
@@ -639,31 +639,6 @@ fn write_final(
     }
 }
 
-/// The ordered report rebuilt from `FILE.partial` and the run's outcomes,
-/// for an input that cannot be read again.
-fn write_rebuilt(
-    d: &Desired,
-    outcomes: &[Option<RowOutcome>],
-    partial_path: &Path,
-    path: &Path,
-    spec: (ReportFormat, ReportTarget),
-    summary: &mut Summary,
-) -> Result<(), ImportError> {
-    let mut partial = report_rebuild::read_partial(partial_path, spec.0).map_err(io_err(partial_path))?;
-    let (tmp, mut w, written) = open_report(path, spec)?;
-    for i in 0..d.meta.len() {
-        let outcome = outcomes
-            .get(i)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| RowOutcome::failed("internal error: row was never run"));
-        let row = report_rebuild::row(d, i as RowIdx, &outcome, &mut partial);
-        w.write(&row).map_err(io_err(&written))?;
-        summary.tally(&row);
-    }
-    close_report(tmp, w, &written, path)
-}
-
 /// Report columns of a valid row; organization names/ids resolved through
 /// the run's tables when given.
 fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>>)>) -> ReportRow {
@@ -701,62 +676,4 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
         attempts: 0,
         message: String::new(),
     }
-}
-
-/// Write a whole report atomically (temp file beside it, then rename; a
-/// device is written directly), one row per input row in input order,
-/// counting each into `summary`.
-fn write_report(
-    path: &Path,
-    (format, target): (ReportFormat, ReportTarget),
-    input: &InputSet,
-    summary: &mut Summary,
-    mut row_for: impl FnMut(&Result<crate::input::Row, InvalidRow>) -> (ReportRow, RowOutcome),
-) -> Result<(), ImportError> {
-    let (tmp, mut w, written) = open_report(path, (format, target))?;
-    for r in input.rows() {
-        let r = r?;
-        let (mut row, o) = row_for(&r);
-        row.outcome = o.outcome;
-        row.http_status = o.http_status;
-        row.attempts = o.attempts;
-        row.message = o.message.as_deref().unwrap_or("").to_string();
-        w.write(&row).map_err(io_err(&written))?;
-        summary.tally(&row);
-    }
-    close_report(tmp, w, &written, path)
-}
-
-/// The writer of a final report: a temporary file beside `path` (renamed
-/// over it by [`close_report`]) or, for a device, `path` itself.
-fn open_report(
-    path: &Path,
-    (format, target): (ReportFormat, ReportTarget),
-) -> Result<(Option<tempfile::NamedTempFile>, ReportWriter, PathBuf), ImportError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(match target {
-        ReportTarget::File => {
-            let tmp = tempfile::Builder::new().prefix(".jsm-orgs-report-").tempfile_in(&dir).map_err(io_err(&dir))?;
-            let w = ReportWriter::create(tmp.path(), format).map_err(io_err(tmp.path()))?;
-            let written = tmp.path().to_path_buf();
-            (Some(tmp), w, written)
-        }
-        ReportTarget::Direct => (None, ReportWriter::direct(path, format).map_err(io_err(path))?, path.to_path_buf()),
-    })
-}
-
-fn close_report(
-    tmp: Option<tempfile::NamedTempFile>,
-    w: ReportWriter,
-    written: &Path,
-    path: &Path,
-) -> Result<(), ImportError> {
-    w.finish().map_err(io_err(written))?;
-    if let Some(tmp) = tmp {
-        tmp.persist(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e.error })?;
-    }
-    Ok(())
 }

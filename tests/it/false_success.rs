@@ -712,3 +712,20 @@ async fn an_input_changed_during_the_writes_still_gets_a_truthful_final_report()
     let members = rows.iter().find(|r| r.kind == "members" && r.outcome == "added").expect("an added member");
     assert!(!members.target.is_empty() && !members.organization.is_empty(), "columns kept: {members:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_meets_a_login_page_fails_and_leaves_no_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), 20);
+    let sb = sandbox(Some(&m.seed), SandboxConfig::default()).await;
+    let c = client(&sb.url());
+    import(&c, &import_options(&m.input, &tmp.path().join("r.jsonl"))).await.unwrap();
+    let (proxy_url, st) = login_proxy(&sb.url(), 15).await;
+    let out = tmp.path().join("snap");
+    let err = export(&client(&proxy_url), &export_options(&out, Format::Jsonl, &proxy_url)).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("HTML page"), "{err}");
+    assert!(!out.exists(), "no snapshot that looks complete");
+    assert!(st.html_answers.load(Ordering::SeqCst) <= 16, "stopped at once");
+    assert_eq!(crate::faults::entries(tmp.path()), ["input", "r.jsonl", "seed"], "no staging left");
+}
