@@ -419,3 +419,47 @@ async fn an_export_stopped_by_sigterm_leaves_no_staging_folder() {
     assert_eq!(fs::read_dir(&backups).unwrap().count(), 0, "no snapshot and no staging folder left");
     sb.shutdown().await;
 }
+
+/// `--keep 2`: after each export only the two newest snapshots of this site
+/// stay beside it; another site's snapshot and a folder of one's own stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_removes_only_older_snapshots_of_the_same_site() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sb = site_a(t).await;
+    let other = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let backups = t.join("backups");
+    export_to(&other, &backups.join("other-site"), Format::Jsonl, false).await;
+    fs::create_dir_all(backups.join("notes")).unwrap();
+    fs::write(backups.join("notes/manifest.json"), r#"{"format":"mine"}"#).unwrap();
+    let mut removed = Vec::new();
+    for day in ["d1", "d2", "d3", "d4"] {
+        let mut opts = common::export_options(&backups.join(day), Format::Jsonl, &sb.url());
+        opts.keep = Some(2);
+        removed.extend(export(&common::client(&sb.url()), &opts).await.unwrap().removed_snapshots);
+    }
+    assert_eq!(removed, [backups.join("d1"), backups.join("d2")]);
+    let mut left: Vec<String> =
+        fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["d3", "d4", "notes", "other-site"]);
+    sb.shutdown().await;
+    other.shutdown().await;
+}
+
+/// `--excel` needs CSV and `--keep` at least 1: usage errors, exit 2.
+#[test]
+fn excel_and_keep_are_checked_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("snap");
+    for (extra, message) in
+        [(vec!["--excel"], "--excel needs --format csv"), (vec!["--keep", "0"], "--keep must be at least 1")]
+    {
+        let mut args = vec!["export", "--out", s(&out), "--site", "http://127.0.0.1:9"];
+        args.extend(extra);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(message), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(!out.exists());
+}
