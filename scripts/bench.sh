@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks against the local sandbox (127.0.0.1 only). Prints a markdown table.
 #
-#   scripts/bench.sh [import|export|large|adaptive|sequential|unpaced|million|diff|all]     (default: all)
+#   scripts/bench.sh [import|export|large|adaptive|sequential|unpaced|million|diff|email|all]     (default: all)
 #
 # The sandbox models Jira Cloud: a token bucket per endpoint x method (GET and POST
 # 100/s, PUT and DELETE 50/s, answered 429 jira-burst-based) and LATENCY_MS (150) per
@@ -19,7 +19,8 @@
 #
 # Knobs (environment): LATENCY_MS (150), ORGS (400), MEMBERS (10), BIG_ORGS (2000),
 # SEQ_ORGS (40, the --concurrency 1 baseline), QUOTA (100: the site-wide limit of the
-# adaptive row), CEILING (500: its --rate), M_ORGS x M_MEMBERS (1000 x 1000), M_LIMIT (1000).
+# adaptive row), CEILING (500: its --rate), M_ORGS x M_MEMBERS (1000 x 1000), M_LIMIT (1000),
+# E_PEOPLE (10000 emails, half of them new to the site) into E_ORGS (500) for `email`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/jsm-orgs
@@ -34,6 +35,8 @@ CEILING=${CEILING:-500}
 M_ORGS=${M_ORGS:-1000}
 M_MEMBERS=${M_MEMBERS:-1000}
 M_LIMIT=${M_LIMIT:-1000}
+E_PEOPLE=${E_PEOPLE:-10000}
+E_ORGS=${E_ORGS:-500}
 PORT=${PORT:-18431}
 JIRA="GET=100,POST=100,PUT=50,DELETE=50"
 
@@ -204,6 +207,29 @@ bench_diff() { # two snapshots of M_ORGS x M_MEMBERS memberships, a night apart;
   echo "diff of $((M_ORGS * M_MEMBERS)) memberships (${M_ORGS}x${M_MEMBERS}, 1 property and 1 desk link per org): ${wall} s wall, $((rss_kb / 1024)) MB peak RSS, ${rows} change rows, exit $code (1 = different)" >>"$WORK/notes"
 }
 
+# The site holds exactly N memberships in O orgs, each with the person's email.
+check_email() { # O N
+  curl -sf "$SITE/__sandbox/state" | python3 -c "
+import json,sys; s=json.load(sys.stdin); o,n=map(int,sys.argv[1:])
+ms=s['members']; ok=len(ms)==n and len({m['organization'] for m in ms})==o and all(m.get('email') for m in ms)
+print('ok' if ok else 'MISMATCH %d members' % len(ms))" "$@"
+}
+
+bench_email() { # a CRM file naming people by email, half of them new, into new organizations
+  rm -rf "$WORK/crm"; python3 "$ROOT/scripts/gen.py" crm "$WORK/crm" "$E_ORGS" "$E_PEOPLE"
+  start_sandbox --latency-ms "$LATENCY_MS" --endpoint-limits "$JIRA" --customers "$WORK/crm/customers.csv"
+  local new=$((E_PEOPLE / 2)) chunks
+  chunks=$(( E_ORGS * $(ceil_div $(( E_PEOPLE / E_ORGS )) 50) ))
+  # 1 list + a user search per email + a create per new person + org creates + member adds;
+  # the floor is the busiest endpoint, the user search, at 100/s.
+  timed "import $E_PEOPLE emails ($new new) into $E_ORGS orgs" "$(( 1 + E_PEOPLE + new + E_ORGS + chunks ))" \
+    "$(python3 -c "print($E_PEOPLE/100)")" check_email "$E_ORGS" "$E_PEOPLE" -- \
+    "$BIN" import "$WORK/crm/crm.csv" --site "$SITE" --create-customers --report "$WORK/email.csv" --quiet
+  local writes_before; writes_before=$(stat_of writes)
+  "$BIN" import "$WORK/crm/crm.csv" --site "$SITE" --create-customers --report "$WORK/email-rerun.csv" --quiet >/dev/null 2>&1 || true
+  echo "re-run of the email import: $(( $(stat_of writes) - writes_before )) writes" >>"$WORK/notes"
+}
+
 case "$WHAT" in
   import) bench_import ;;
   export) bench_export ;;
@@ -213,8 +239,10 @@ case "$WHAT" in
   million) bench_million ;;
   diff) bench_diff ;;
   unpaced) bench_unpaced ;;
-  all) bench_import; bench_export; bench_adaptive; bench_large; bench_sequential; bench_unpaced; bench_million; bench_diff ;;
-  *) echo "usage: $0 [import|export|large|adaptive|sequential|unpaced|million|diff|all]"; exit 2 ;;
+  email) bench_email ;;
+  all) bench_import; bench_export; bench_adaptive; bench_large; bench_sequential; bench_unpaced; bench_million; bench_diff
+       bench_email ;;
+  *) echo "usage: $0 [import|export|large|adaptive|sequential|unpaced|million|diff|email|all]"; exit 2 ;;
 esac
 
 echo

@@ -6,6 +6,8 @@
   gen.py night  DIR ORGS MEMBERS PROPS DESKS    -> the same snapshot after a night of changes (for diff):
                                                    every 97th membership left, one joined per 10th org,
                                                    every 100th org renamed
+  gen.py crm    DIR ORGS PEOPLE                  -> DIR/crm.csv (Organization,Email,Full name) and
+                                                    DIR/customers.csv (the even half, known to the site)
 
 Desk ids are 10001.. . Account ids are unique per membership.
 """
@@ -20,8 +22,25 @@ def acc(o, m):
     return f"712020:bench-{o:06d}-{m:05d}"
 
 
+def crm(out, orgs, people):
+    """A CRM export naming people by email; the even half already exist on the site."""
+    os.makedirs(out, exist_ok=True)
+    ns = names(orgs)
+    with open(f"{out}/crm.csv", "w", newline="") as f, open(f"{out}/customers.csv", "w", newline="") as c:
+        w, k = csv.writer(f, lineterminator="\n"), csv.writer(c, lineterminator="\n")
+        w.writerow(["Organization", "Email", "Full name"])
+        k.writerow(["account_id", "email", "display_name"])
+        for i in range(people):
+            email = f"person{i:06d}@bench.example"
+            w.writerow([ns[i % orgs], email, f"Person {i}"])
+            if i % 2 == 0:
+                k.writerow([f"712020:bench-known-{i:06d}", email, f"Person {i}"])
+
+
 def main():
     mode, out = sys.argv[1], sys.argv[2]
+    if mode == "crm":
+        return crm(out, int(sys.argv[3]), int(sys.argv[4]))
     orgs, members, props, desks = (int(x) for x in sys.argv[3:7])
     os.makedirs(out, exist_ok=True)
     ns = names(orgs)

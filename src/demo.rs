@@ -24,12 +24,17 @@ use crate::snapshot::{DiffOptions, ExportOptions, Format};
 use crate::throttle::{Throttle, ThrottleConfig};
 
 /// The bundled samples: (file name, contents).
-pub const SAMPLES: [(&str, &str); 4] = [
+pub const SAMPLES: [(&str, &str); 5] = [
     ("organizations.csv", include_str!("../samples/organizations.csv")),
     ("members.csv", include_str!("../samples/members.csv")),
     ("properties.jsonl", include_str!("../samples/properties.jsonl")),
     ("service_desks.csv", include_str!("../samples/service_desks.csv")),
+    (CRM_SAMPLE, include_str!("../samples/crm/customers.csv")),
 ];
+
+/// A CRM export naming people by email (`Organization,Email,Full name`), in
+/// its own folder: importing `samples/` alone leaves it out.
+pub const CRM_SAMPLE: &str = "crm/customers.csv";
 
 /// The service desks the samples link organizations to.
 pub const SAMPLE_DESKS: [&str; 2] = ["10001", "10002"];
@@ -71,7 +76,11 @@ pub async fn run(dir: Option<PathBuf>, progress: bool) -> anyhow::Result<Exit> {
 pub fn write_samples(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, text) in SAMPLES {
-        std::fs::write(dir.join(name), text)?;
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
     }
     Ok(())
 }
@@ -102,8 +111,9 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let crm = samples.join(CRM_SAMPLE);
     let opts = ImportOptions {
-        paths: vec![samples.clone()],
+        paths: vec![samples.clone(), crm.clone()],
         dry_run: false,
         report: base.join("report.csv"),
         prune: false,
@@ -113,7 +123,7 @@ async fn demo(base: &Path, keep: bool, progress: bool) -> anyhow::Result<Exit> {
         progress,
         create_customers: true,
     };
-    eprintln!("\n== import {}", samples.display());
+    eprintln!("\n== import {} and {} (people by email, --create-customers)", samples.display(), crm.display());
     let first = outcome(finish(crate::import::import(&client, &opts).await, false));
 
     eprintln!("\n== import again (a re-run must change nothing)");

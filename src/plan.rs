@@ -1122,6 +1122,81 @@ mod tests {
         assert!(settled[0].outcome.message.as_deref().unwrap().contains("deleted at in.csv:2 and used at in.csv:3"));
     }
 
+    fn person(r: &mut Rows_, id: Option<&str>, email: &str, action: Action) -> Row {
+        let data = RowData::Member {
+            org: OrgRef::Name("Acme".into()),
+            account_id: id.map(Into::into),
+            email: Some(email.into()),
+            display_name: Some("P".into()),
+        };
+        r.row(Kind::Members, action, data)
+    }
+
+    #[test]
+    fn emails_resolve_into_account_ids_or_settle_their_rows() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        d.add(person(&mut r, None, "Ann@X.io", Action::Add)).unwrap();
+        d.add(person(&mut r, None, "ann@x.io", Action::Add)).unwrap();
+        d.add(person(&mut r, None, "bo@x.io", Action::Remove)).unwrap();
+        d.add(person(&mut r, None, "cy@x.io", Action::Add)).unwrap();
+        d.add(person(&mut r, None, "di@x.io", Action::Add)).unwrap();
+        let needs: Vec<(&str, bool)> = d.emails.iter().map(|(e, n)| (&**e, n.adds)).collect();
+        assert_eq!(needs, [("ann@x.io", true), ("bo@x.io", false), ("cy@x.io", true), ("di@x.io", true)]);
+        let resolved: HashMap<Box<str>, Resolved> = [
+            ("ann@x.io", Resolved::Id { account_id: "a1".into(), created: true }),
+            ("bo@x.io", Resolved::Id { account_id: "b1".into(), created: false }),
+            ("cy@x.io", Resolved::Failed("no customer".into())),
+            ("di@x.io", Resolved::WouldCreate),
+        ]
+        .into_iter()
+        .map(|(e, r)| (Box::from(e), r))
+        .collect();
+        let mut early = Vec::new();
+        d.apply_emails(&resolved, &mut |_, s| early.push(s));
+        let early: Vec<(RowIdx, &str, Outcome)> =
+            early.iter().map(|s| (s.row, &*s.target, s.outcome.outcome)).collect();
+        assert_eq!(early, [(3, "cy@x.io", Outcome::Failed), (4, "di@x.io", Outcome::Planned)]);
+        assert_eq!(d.people[&0].target.as_ref(), "a1");
+        assert!(d.people[&1].note.contains("customer created"), "{:?}", d.people[&1]);
+        let mut live = Live::default();
+        live.members.insert(0, Ok(["b1".into()].into_iter().collect()));
+        let (p, settled) = run_plan(&mut d, &live, false, 50);
+        // The two spellings of Ann are one add; Bo is removed by the id found.
+        let calls: Vec<(bool, Vec<&str>)> = p
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Members { add, members, .. } => (*add, members.iter().map(|m| &*m.account_id).collect()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(calls, [(true, vec!["a1"]), (false, vec!["b1"])]);
+        assert!(settled.is_empty());
+    }
+
+    #[test]
+    fn a_member_held_under_another_id_with_the_same_email_is_in_place() {
+        let mut r = Rows_::new();
+        let mut d = Desired::new(&[org(7, "Acme")]);
+        d.add(person(&mut r, Some("site-a-1"), "Held@x.io", Action::Add)).unwrap();
+        d.add(person(&mut r, Some("site-a-2"), "new@x.io", Action::Add)).unwrap();
+        let mut live = Live::default();
+        live.members.insert(0, Ok(["site-b-1".into(), "other".into()].into_iter().collect()));
+        live.member_emails.insert(0, [("held@x.io".into(), "site-b-1".into())].into_iter().collect());
+        let (p, settled) = run_plan(&mut d, &live, true, 50);
+        assert_eq!(settled.len(), 1);
+        assert_eq!((settled[0].row, &*settled[0].target), (0, "site-b-1"));
+        assert_eq!(settled[0].outcome.outcome, Outcome::Unchanged);
+        // Only the new person is added (with its email for the fallback);
+        // prune keeps the member held by email and removes the unlisted one.
+        let Op::Members { add: true, members, .. } = &p.ops[0] else { panic!("{:?}", p.ops) };
+        assert_eq!(&*members[0].account_id, "site-a-2");
+        assert_eq!(p.contacts[&(0, "site-a-2".into())].email.as_ref(), "new@x.io");
+        let Op::Members { add: false, members, .. } = &p.ops[1] else { panic!("{:?}", p.ops) };
+        assert_eq!(members.iter().map(|m| &*m.account_id).collect::<Vec<_>>(), ["other"]);
+    }
+
     #[test]
     fn a_name_the_site_holds_twice_fails_and_an_id_picks_one() {
         let mut r = Rows_::new();

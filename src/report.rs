@@ -363,6 +363,7 @@ impl Summary {
                 "service_desk_links": self.pruned_links,
                 "failed": self.prune_failures,
             },
+            "customers_created": self.customers_created,
             "requests": self.counters.requests,
             "retries": self.counters.retries,
             "rate_limited": self.counters.rate_limited,

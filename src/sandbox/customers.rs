@@ -12,7 +12,7 @@
 //! exist too (see `store`). It must not hold the site lock across an await,
 //! and keeps its handlers as thin as `http`'s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,11 +43,15 @@ pub(crate) struct CustomerRecord {
     pub hidden: bool,
 }
 
-/// The index of people by email.
+/// The indexes of people by email and name.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     /// Lowercase email → account id, hidden emails included.
     by_email: HashMap<String, String>,
+    /// Lowercase visible email → account id, for prefix search.
+    visible: BTreeMap<String, String>,
+    /// (Lowercase display name, account id), for prefix search.
+    names: BTreeSet<(String, String)>,
     /// Only known people exist: no synthetic account ids.
     pub closed: bool,
 }
@@ -58,8 +62,22 @@ impl Directory {
         self.by_email.contains_key(&email.to_lowercase())
     }
 
-    fn insert(&mut self, email: &str, account_id: &str) {
+    /// Index a person: `email` is theirs (hidden or not), `user` what the
+    /// API shows of them.
+    fn insert(&mut self, email: &str, account_id: &str, user: &User) {
         self.by_email.entry(email.to_lowercase()).or_insert_with(|| account_id.to_string());
+        if let Some(shown) = &user.email {
+            self.visible.insert(shown.to_lowercase(), account_id.to_string());
+        }
+        self.names.insert((user.display_name.to_lowercase(), account_id.to_string()));
+    }
+
+    /// Account ids whose visible email or display name starts with `q` (lowercase).
+    fn prefixed(&self, q: &str) -> BTreeSet<&str> {
+        let by_email = self.visible.range(q.to_string()..).take_while(|(e, _)| e.starts_with(q)).map(|(_, id)| id);
+        let start = (q.to_string(), String::new());
+        let by_name = self.names.range(start..).take_while(|(n, _)| n.starts_with(q)).map(|(_, id)| id);
+        by_email.chain(by_name).map(String::as_str).collect()
     }
 }
 
@@ -105,7 +123,7 @@ impl Site {
     pub(crate) fn index_emails(&mut self) {
         for (id, user) in &self.users {
             if let Some(email) = &user.email {
-                self.directory.insert(email, id);
+                self.directory.insert(email, id, user);
             }
         }
     }
@@ -122,7 +140,7 @@ impl Site {
                 email: (!p.hidden).then(|| p.email.clone()),
                 display_name: p.display_name.unwrap_or_else(|| p.email.clone()),
             };
-            self.directory.insert(&p.email, &id);
+            self.directory.insert(&p.email, &id, &user);
             self.users.insert(id, user);
         }
         Ok(())
@@ -153,23 +171,20 @@ impl Site {
         }
         let id = new_account_id();
         let user = User { email: Some(email.to_string()), display_name: display_name.to_string() };
-        self.directory.insert(email, &id);
+        self.directory.insert(email, &id, &user);
         self.users.insert(id.clone(), user.clone());
         Ok((id, user))
     }
 
     /// Users whose visible email or display name starts with `query`
-    /// (ignoring case), ordered by display name then account id.
+    /// (ignoring case), ordered by display name then account id. Only
+    /// people the directory knows are found (synthetic ids are not people).
     pub(crate) fn search_users(&self, query: &str, start: usize, max: usize) -> Vec<(String, User)> {
-        let q = query.to_lowercase();
-        let starts = |s: &str| s.to_lowercase().starts_with(&q);
-        let mut found: Vec<(&String, &User)> = self
-            .users
-            .iter()
-            .filter(|(_, u)| u.email.as_deref().is_some_and(starts) || starts(&u.display_name))
-            .collect();
+        let ids = self.directory.prefixed(&query.to_lowercase());
+        let mut found: Vec<(&str, &User)> =
+            ids.into_iter().filter_map(|id| self.users.get(id).map(|u| (id, u))).collect();
         found.sort_by(|a, b| (&a.1.display_name, a.0).cmp(&(&b.1.display_name, b.0)));
-        found.into_iter().skip(start).take(max).map(|(id, u)| (id.clone(), u.clone())).collect()
+        found.into_iter().skip(start).take(max).map(|(id, u)| (id.to_string(), u.clone())).collect()
     }
 }
 
