@@ -27,6 +27,9 @@ use super::retry::RetryPolicy;
 use crate::routes::{Route, Verb};
 use crate::throttle::{Scope, Signal, Throttle};
 
+/// Longest wait for a connection (TCP and TLS) to the site.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Page size asked for; servers cap it silently anyway (50 on JSM Cloud).
 pub const PAGE_LIMIT: u64 = 50;
 
@@ -103,6 +106,9 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
+            // A site that drops packets (a firewall) is unreachable, not
+            // slow: it counts toward the circuit breaker's window.
+            .connect_timeout(cfg.timeout.min(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| ErrorKind::Local(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -301,7 +307,9 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ErrorKind {
-        if e.is_timeout() {
+        // A connect timeout is a connection failure (the site is not
+        // reachable); only a started exchange that runs out of time is slow.
+        if e.is_timeout() && !e.is_connect() {
             ErrorKind::Timeout(self.timeout)
         } else {
             // reqwest's Display names the URL but never headers.
