@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::stream::{self, Stream, StreamExt};
+use futures::stream::{Stream, StreamExt};
 
 use crate::api::{ApiError, Called, Client, ErrorKind, PropertyWrite};
 use crate::plan::{Contact, MemberChange, Op, OrgIdx, Resolved, RowIdx, Settled};
@@ -41,9 +41,10 @@ pub enum ReadDone {
 /// (lowercase) with the account id that has each.
 pub type LiveMembers = (HashSet<Box<str>>, HashMap<Box<str>, Box<str>>);
 
-/// Run reads concurrently; results arrive as they finish.
-pub fn read(client: Client, tasks: Vec<ReadTask>, concurrency: usize) -> impl Stream<Item = ReadDone> {
-    stream::iter(tasks)
+/// Run reads concurrently as `tasks` yields them; results arrive as they
+/// finish.
+pub fn read(client: Client, tasks: impl Stream<Item = ReadTask>, concurrency: usize) -> impl Stream<Item = ReadDone> {
+    tasks
         .map(move |t| {
             let c = client.clone();
             async move { read_one(&c, t).await }

@@ -453,9 +453,8 @@ async fn read_live(
     site_desks: Option<Vec<ServiceDesk>>,
 ) -> Result<Live, ApiError> {
     let reads = plan::reads(d, run.opts.prune);
-    let mut tasks: Vec<ReadTask> = Vec::new();
-    tasks.extend(reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)));
-    tasks.extend(reads.property_keys.iter().map(|&(i, id)| ReadTask::PropertyKeys(i, id)));
+    let members: Vec<ReadTask> = reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)).collect();
+    let keys: Vec<ReadTask> = reads.property_keys.iter().map(|&(i, id)| ReadTask::PropertyKeys(i, id)).collect();
     let mut desks = reads.desks.clone();
     let mut live = Live::default();
     if reads.all_desks {
@@ -472,28 +471,54 @@ async fn read_live(
             }
         }
     }
-    tasks.extend(desks.into_iter().map(ReadTask::Desk));
+    let desks: Vec<ReadTask> = desks.into_iter().map(ReadTask::Desk).collect();
+    // Each kind of read is its own endpoint, paced on its own: interleaved,
+    // they all go at once instead of one endpoint after the other.
+    let tasks = interleave(vec![members, keys, desks]);
     run.progress.phase("reading site");
     run.progress.add_work(tasks.len() as u64);
-    fold_reads(client, tasks, &mut live, &run.progress).await?;
-    let values: Vec<ReadTask> =
-        plan::value_reads(d, &live).into_iter().map(|(i, id, key)| ReadTask::PropertyValue(i, id, key)).collect();
-    run.progress.phase("reading values");
-    run.progress.add_work(values.len() as u64);
-    fold_reads(client, values, &mut live, &run.progress).await?;
+    fold_reads(client, d, tasks, &mut live, &run.progress).await?;
     Ok(live)
 }
 
+/// Round-robin over `lists`: one of each in turn while any is left.
+fn interleave(lists: Vec<Vec<ReadTask>>) -> Vec<ReadTask> {
+    let total = lists.iter().map(Vec::len).sum();
+    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        out.extend(iters.iter_mut().filter_map(Iterator::next));
+    }
+    out
+}
+
+/// Run `tasks` and fold their answers into `live`. The values of an
+/// organization's listed keys are read as soon as its keys arrive, ahead of
+/// the remaining first reads (a follow-up lane), so that the value endpoint
+/// works alongside the others.
 async fn fold_reads(
     client: &Client,
+    d: &Desired,
     tasks: Vec<ReadTask>,
     live: &mut Live,
     progress: &Progress,
 ) -> Result<(), ApiError> {
-    let conc = conc(client);
-    let mut stream = Box::pin(executor::read(client.clone(), tasks, conc));
-    while let Some(done) = stream.next().await {
+    use futures::stream::{self, PollNext};
+    let mut outstanding = tasks.len();
+    let (follow, follow_ups) = futures::channel::mpsc::unbounded::<ReadTask>();
+    let tasks = stream::select_with_strategy(follow_ups, stream::iter(tasks), |_: &mut ()| PollNext::Left);
+    let mut stream = Box::pin(executor::read(client.clone(), tasks, conc(client)));
+    while outstanding > 0 {
+        let Some(done) = stream.next().await else { break };
+        outstanding -= 1;
         progress.inc(1);
+        if let ReadDone::PropertyKeys(i, Ok(keys)) = &done {
+            for (i, id, key) in plan::value_reads_of(d, *i, keys) {
+                follow.unbounded_send(ReadTask::PropertyValue(i, id, key)).expect("the reads outlive the follow-ups");
+                outstanding += 1;
+                progress.add_work(1);
+            }
+        }
         match done {
             ReadDone::Members(i, r) => {
                 let r = classify(r)?.map(|(ids, emails)| {
@@ -675,5 +700,19 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
         http_status: None,
         attempts: 0,
         message: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_of_each_endpoint_take_turns() {
+        let m = |i| ReadTask::Members(i, u64::from(i));
+        let k = |i| ReadTask::PropertyKeys(i, u64::from(i));
+        let got = interleave(vec![vec![m(0), m(1), m(2)], vec![k(0)], vec![ReadTask::Desk("9".into())]]);
+        assert_eq!(got, vec![m(0), k(0), ReadTask::Desk("9".into()), m(1), m(2)]);
+        assert!(interleave(vec![vec![], vec![]]).is_empty());
     }
 }

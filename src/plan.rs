@@ -527,16 +527,22 @@ pub fn value_reads(d: &Desired, live: &Live) -> Vec<(OrgIdx, u64, String)> {
     let mut out = Vec::new();
     for (&i, keys) in &live.property_keys {
         let Ok(keys) = keys else { continue };
-        let o = &d.orgs[i as usize];
-        let Some(id) = o.live_id else { continue };
-        for (k, w) in &o.properties {
-            if w.action == Action::Set && !w.conflict && keys.contains(k) {
-                out.push((i, id, k.clone()));
-            }
-        }
+        out.extend(value_reads_of(d, i, keys));
     }
     out.sort();
     out
+}
+
+/// The property values to read of organization `i`, once the site listed
+/// its `keys` (so that the reads can start as soon as the keys arrive).
+pub fn value_reads_of(d: &Desired, i: OrgIdx, keys: &BTreeSet<String>) -> Vec<(OrgIdx, u64, String)> {
+    let o = &d.orgs[i as usize];
+    let Some(id) = o.live_id else { return Vec::new() };
+    o.properties
+        .iter()
+        .filter(|(k, w)| w.action == Action::Set && !w.conflict && keys.contains(*k))
+        .map(|(k, _)| (i, id, k.clone()))
+        .collect()
 }
 
 /// A row that needs no call (unchanged, or failed while planning), handed

@@ -56,8 +56,10 @@ impl Pacer {
             }
             let now = Instant::now();
             let next = self.next.lock().expect("pacer lock").unwrap_or(now);
-            let due = next.max(hold());
-            let leave = due.checked_sub(EARLY).unwrap_or(now);
+            let hold = hold();
+            let due = next.max(hold);
+            // Early for a rate slot, never for a pause (a Retry-After is a minimum).
+            let leave = next.checked_sub(EARLY).unwrap_or(now).max(hold);
             if leave > now {
                 tokio::select! {
                     biased;
@@ -91,7 +93,7 @@ mod tests {
         assert!(e >= Duration::from_millis(400) - EARLY && e <= Duration::from_millis(400), "{e:?}");
         let hold = Instant::now() + Duration::from_secs(3);
         p.take(|_| 10.0, || hold, &cancel).await.unwrap();
-        assert!(Instant::now() >= hold - EARLY);
+        assert!(Instant::now() >= hold, "a pause is never cut short");
         // After one more (due 100 ms after the last at 10/s), 1,000 more at
         // 100/s take 10 s.
         p.take(|_| 100.0, || hold, &cancel).await.unwrap();

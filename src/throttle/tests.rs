@@ -58,7 +58,7 @@ async fn a_burst_429_pauses_and_slows_only_its_endpoint() {
     assert!(before.elapsed() < Duration::from_millis(20), "the other endpoint does not wait");
     assert_eq!(t.current_rate(ADD_MEMBERS), 100.0);
     send(&t, SET_PROPERTY, 1).await;
-    assert!(before.elapsed() >= Duration::from_secs(5) - pacer::EARLY);
+    assert!(before.elapsed() >= Duration::from_secs(5), "the pause is served in full");
     assert_eq!(t.current_rate(SET_PROPERTY), 20.0, "the stated limit is learned");
     assert_eq!(t.snapshot().rate_limited, 1);
 }
@@ -76,7 +76,7 @@ async fn a_quota_429_pauses_everything_and_learns_the_site_limit() {
     );
     let before = Instant::now();
     send(&t, ADD_MEMBERS, 1).await;
-    assert!(before.elapsed() >= Duration::from_secs(3) - pacer::EARLY, "every endpoint waits");
+    assert!(before.elapsed() >= Duration::from_secs(3), "every endpoint waits the whole pause");
     assert_eq!(t.site_rate(), 40.0);
     assert_eq!(t.current_rate(ADD_MEMBERS), 100.0, "the endpoints keep their own rates");
 }
