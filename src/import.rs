@@ -204,7 +204,10 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     // 1. The site's organizations (needed to resolve names and ids).
     let live_orgs = match client.all_organizations().await {
         Ok(o) => o.value,
-        Err(e) => return abort_before_rows(&input, &mut run, &e, started),
+        Err(e) => {
+            let counters = client.throttle().snapshot().since(&counted_from);
+            return abort_before_rows(&input, &mut run, &e, counters, started);
+        }
     };
 
     // 2. Fold the rows into the wanted state.
@@ -559,6 +562,7 @@ fn abort_before_rows(
     input: &InputSet,
     run: &mut Run<'_>,
     e: &ApiError,
+    counters: CounterSnapshot,
     started: Instant,
 ) -> Result<Summary, ImportError> {
     let message = abort_message(e);
@@ -571,7 +575,7 @@ fn abort_before_rows(
     })?;
     let _ = std::fs::remove_file(&run.partial_path);
     summary.elapsed = started.elapsed();
-    summary.counters = Default::default();
+    summary.counters = counters;
     summary.aborted = Some(message.clone());
     summary.report = Some(run.opts.report.clone());
     Err(ImportError::Aborted { message, summary: Box::new(summary) })
