@@ -168,6 +168,56 @@ async fn a_dry_run_looks_emails_up_but_never_creates() {
     assert_eq!(rows[3]["target"], "known-3");
 }
 
+// ----- spreadsheet files ----------------------------------------------------------
+
+#[tokio::test]
+async fn spreadsheet_files_import_semicolons_utf16_and_aliased_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    // Excel in most of Europe: semicolons.
+    write(&dir, "a_semicolons.csv", "Organization;E-Mail;Full Name\n\"Semi; Colon AG\";ann@x.example;Ann\n");
+    // Excel's "Unicode text": UTF-16 LE with a BOM, tab-delimited, CRLF.
+    let text = "organization\tEmail Address\tdisplay name\r\nTab GmbH\tbö@x.example\tBö\r\n";
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    std::fs::write(dir.join("b_unicode.csv"), bytes).unwrap();
+    // Mixed case and spaces in a by-id file.
+    write(&dir, "c_mixed.csv", "ORGANIZATION,Account ID\nMixed Ltd,acct-mixed-1\n");
+    let rep = tmp.path().join("r.csv");
+    assert_eq!(import(&sb.url(), &dir, &rep, &["--create-customers"]).await, 0, "{:#?}", report(&rep));
+    let got: BTreeSet<(String, String)> = members_by_email(&sb.state()).into_keys().collect();
+    let want: BTreeSet<(String, String)> = [
+        ("Semi; Colon AG", "ann@x.example"),
+        ("Tab GmbH", "bö@x.example"),
+        ("Mixed Ltd", "acct-mixed-1@customers.example"),
+    ]
+    .into_iter()
+    .map(|(o, e)| (o.to_string(), e.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_typo_in_a_required_column_exits_2_naming_file_and_column_before_any_request() {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(500)).expect(0).mount(&server).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "m.csv", "organization,acount_id\nAcme,a1\n");
+    assert_eq!(import(&server.uri(), &input, &tmp.path().join("r.csv"), &[]).await, 2);
+    let out = crate::common::cli(&["import", &s(&input), "--site", &server.uri()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}: unknown column `acount_id`: did you mean `account_id`?", input.display())),
+        "{err}"
+    );
+}
+
 // ----- restoring a snapshot into another site --------------------------------
 
 #[tokio::test]
