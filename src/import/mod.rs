@@ -16,10 +16,11 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::api::{ApiError, Client, ErrorKind, ServiceDesk};
-use crate::desks::{self, DeskDirectory};
-use crate::executor::{self, ExecContext, Fallback, OpDone, ReadDone, ReadTask};
-use crate::input::{InputError, InputSet, InvalidRow, Kind, OrgRef, RowData};
+mod reads;
+
+use crate::api::{ApiError, Client};
+use crate::executor::{ExecContext, Fallback, OpDone};
+use crate::input::{InputError, InputSet, InvalidRow, OrgRef, RowData};
 use crate::lanes::Lanes;
 use crate::plan::{self, Desired, Live, RowIdx, Settled};
 use crate::progress::Progress;
@@ -171,8 +172,64 @@ fn invalid_row(inv: &InvalidRow) -> ReportRow {
 pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, ImportError> {
     let started = Instant::now();
     let counted_from = client.throttle().snapshot();
+    let counters = || client.throttle().snapshot().since(&counted_from);
     verify_snapshots(&opts.paths, opts.allow_edited)?;
     let routes_from = client.throttle().route_counts();
+    let (input, mut run) = open(client, opts)?;
+
+    // 1. The site's organizations (needed to resolve names and ids).
+    let live_orgs = match client.all_organizations().await {
+        Ok(o) => o.value,
+        Err(e) => return abort_before_rows(&input, &mut run, &e, counters(), started),
+    };
+
+    // 2. Fold the rows into the wanted state.
+    let mut d = Desired::new(&live_orgs);
+    d.same_site = snapshot_of_this_site(&opts.paths, client);
+    drop(live_orgs);
+    fold_rows(&input, &mut d, &mut run)?;
+
+    // 2b. People named by email: looked up (or created) once per email.
+    let resolver = Arc::new(Resolver::new(client.clone(), opts.create_customers, opts.dry_run));
+    reads::resolve_people(client, &resolver, &mut d, &mut run).await?;
+
+    // 3. Desks named by rows (key or id) become the site's ids; rows naming
+    //    a desk the site lacks fail now, in a dry run as in the real run.
+    let site_desks = match reads::resolve_desks(client, &mut d, &mut run).await? {
+        Ok(desks) => desks,
+        Err(e) => return finish_aborted(&input, &d, run, &e, counters(), started),
+    };
+
+    // 4. Read only the live state the plan needs.
+    let live = match reads::read_live(client, &d, &mut run, site_desks).await {
+        Ok(live) => live,
+        Err(e) => return finish_aborted(&input, &d, run, &e, counters(), started),
+    };
+
+    // 5. Plan; rows that need no call are settled now (and on disk).
+    let plan = plan_rows(&mut d, &live, &mut run)?;
+    drop(live);
+    // An input edited while the site was read is not applied half old, half new.
+    if let Err(changed) = input.check_unchanged() {
+        fill_not_sent(&mut run, &format!("not sent: {changed}"));
+        return write_final(&input, &d, run, counters(), started);
+    }
+
+    // 6. The writes, one lane per endpoint.
+    write_all(client, &d, &mut run, plan, &resolver).await?;
+    run.summary.customers_created = resolver.created();
+    let aborted = client.throttle().abort_reason();
+    let mut summary = write_final(&input, &d, run, counters(), started)?;
+    summary.busiest = client.throttle().busiest_since(&routes_from);
+    match aborted {
+        Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
+        None => Ok(summary),
+    }
+}
+
+/// Open and check the input and the report path (`--strict` checks every
+/// row here), and set up the run's single consumer.
+fn open<'a>(client: &Client, opts: &'a ImportOptions) -> Result<(InputSet, Run<'a>), ImportError> {
     let input = InputSet::open(&opts.paths)?;
     for w in input.warnings() {
         tracing::warn!("{w}");
@@ -187,7 +244,8 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         ReportTarget::File => ReportWriter::create(&partial_path, format).map_err(io_err(&partial_path))?,
         ReportTarget::Direct => ReportWriter::disabled(format),
     };
-    let mut run = Run {
+    let summary = Summary { dry_run: opts.dry_run, warnings: input.warnings().to_vec(), ..Summary::default() };
+    let run = Run {
         opts,
         target,
         partial,
@@ -195,32 +253,24 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         outcomes: Vec::new(),
         targets: HashMap::new(),
         org_ids: Vec::new(),
-        summary: Summary { dry_run: opts.dry_run, warnings: input.warnings().to_vec(), ..Summary::default() },
+        summary,
         progress: Progress::new(opts.progress, "tasks"),
         failed: 0,
         throttle: client.throttle().clone(),
     };
+    Ok((input, run))
+}
 
-    // 1. The site's organizations (needed to resolve names and ids).
-    let live_orgs = match client.all_organizations().await {
-        Ok(o) => o.value,
-        Err(e) => {
-            let counters = client.throttle().snapshot().since(&counted_from);
-            return abort_before_rows(&input, &mut run, &e, counters, started);
-        }
-    };
-
-    // 2. Fold the rows into the wanted state.
-    let mut d = Desired::new(&live_orgs);
-    d.same_site = snapshot_of_this_site(&opts.paths, client);
-    drop(live_orgs);
+/// Fold every row into `d`; invalid rows (and rows naming an unknown
+/// organization id) are settled at once and on disk before the site is read.
+fn fold_rows(input: &InputSet, d: &mut Desired, run: &mut Run<'_>) -> Result<(), ImportError> {
     let mut invalid = 0u64;
     for r in input.rows() {
         match r? {
             Ok(row) => {
                 run.outcomes.push(None);
                 if let Err(settled) = d.add(row) {
-                    run.record(&d, settled)?;
+                    run.record(d, settled)?;
                 }
             }
             Err(inv) => {
@@ -238,62 +288,39 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
         tracing::warn!("{} more invalid rows: see the report", invalid - SHOWN_INVALID);
     }
     run.org_ids = d.orgs.iter().map(|o| o.live_id).collect();
-    // Rows settled so far (invalid ones) are on disk before the site is read.
-    run.partial.flush().map_err(io_err(&run.partial_path))?;
+    run.partial.flush().map_err(io_err(&run.partial_path))
+}
 
-    // 2b. People named by email: looked up (or created) once per email.
-    let resolver = Arc::new(Resolver::new(client.clone(), opts.create_customers, opts.dry_run));
-    resolve_people(client, &resolver, &mut d, &mut run).await?;
-
-    // 3. Desks named by rows (key or id) become the site's ids; rows naming
-    //    a desk the site lacks fail now, in a dry run as in the real run.
-    let site_desks = match resolve_desks(client, &mut d, &mut run).await? {
-        Ok(desks) => desks,
-        Err(e) => {
-            return finish_aborted(&input, &d, run, &e, client.throttle().snapshot().since(&counted_from), started)
-        }
-    };
-
-    // 4. Read only the live state the plan needs.
-    let live = match read_live(client, &d, &mut run, site_desks).await {
-        Ok(live) => live,
-        Err(e) => {
-            return finish_aborted(&input, &d, run, &e, client.throttle().snapshot().since(&counted_from), started)
-        }
-    };
-
-    // 5. Plan; rows that need no call are settled now.
+/// Plan, settling the rows that need no call; they are on disk before the
+/// first write.
+fn plan_rows(d: &mut Desired, live: &Live, run: &mut Run<'_>) -> Result<plan::Plan, ImportError> {
     let mut settle_err = None;
-    let mut plan = {
-        let run = &mut run;
-        plan::plan(&mut d, &live, opts.prune, opts.chunk_size, &mut |d, s| {
-            if settle_err.is_none() {
-                settle_err = run.record(d, s).err();
-            }
-        })
-    };
+    let (prune, chunk_size) = (run.opts.prune, run.opts.chunk_size);
+    let plan = plan::plan(d, live, prune, chunk_size, &mut |d, s| {
+        if settle_err.is_none() {
+            settle_err = run.record(d, s).err();
+        }
+    });
     if let Some(e) = settle_err {
         return Err(e);
     }
-    // Rows that need no call are finished: on disk before the first write.
     run.partial.flush().map_err(io_err(&run.partial_path))?;
-    drop(live);
-    // An input edited while the site was read is not applied half old, half new.
-    if let Err(changed) = input.check_unchanged() {
-        let note: Arc<str> = format!("not sent: {changed}").into();
-        for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
-            *o = Some(RowOutcome::not_sent(note.clone()));
-        }
-        let counters = client.throttle().snapshot().since(&counted_from);
-        return write_final(&input, &d, run, counters, started);
-    }
     tracing::debug!(org_ops = plan.org_ops.len(), ops = plan.ops.len(), "planned");
+    Ok(plan)
+}
 
-    // 6. The writes, one lane per endpoint: an organization's members,
-    //    properties and links go as soon as it exists.
+/// The writes, one lane per endpoint: an organization's members, properties
+/// and links go as soon as it exists, while the next ones are created.
+async fn write_all(
+    client: &Client,
+    d: &Desired,
+    run: &mut Run<'_>,
+    mut plan: plan::Plan,
+    resolver: &Arc<Resolver>,
+) -> Result<(), ImportError> {
     let ctx = ExecContext {
         names: Arc::new(d.orgs.iter().map(|o| o.name.clone()).collect()),
-        dry_run: opts.dry_run,
+        dry_run: run.opts.dry_run,
         fallback: (!plan.contacts.is_empty())
             .then(|| Arc::new(Fallback { resolver: resolver.clone(), contacts: std::mem::take(&mut plan.contacts) })),
     };
@@ -302,49 +329,25 @@ pub async fn import(client: &Client, opts: &ImportOptions) -> Result<Summary, Im
     let ids = run.org_ids.clone();
     let (mut lanes, mut stream, settled) = Lanes::start(client.clone(), ctx, plan, ids, conc(client));
     for done in settled {
-        run.record_done(&d, done)?;
+        run.record_done(d, done)?;
     }
     while let Some(done) = stream.next().await {
         for settled in lanes.finished(&done) {
-            run.record_done(&d, settled)?;
+            run.record_done(d, settled)?;
         }
-        run.record_done(&d, done)?;
+        run.record_done(d, done)?;
     }
     drop(stream);
     run.progress.finish();
-
-    run.summary.customers_created = resolver.created();
-    let aborted = client.throttle().abort_reason();
-    let mut summary = write_final(&input, &d, run, client.throttle().snapshot().since(&counted_from), started)?;
-    summary.busiest = client.throttle().busiest_since(&routes_from);
-    match aborted {
-        Some(message) => Err(ImportError::Aborted { message, summary: Box::new(summary) }),
-        None => Ok(summary),
-    }
+    Ok(())
 }
 
-/// Resolve the emails that rows name people by (before planning, so the
-/// plan sees account ids); rows whose email does not resolve are settled.
-async fn resolve_people(
-    client: &Client,
-    resolver: &Arc<Resolver>,
-    d: &mut Desired,
-    run: &mut Run<'_>,
-) -> Result<(), ImportError> {
-    if d.emails.is_empty() {
-        return Ok(());
+/// Every row not yet settled is `not_sent` with `note`.
+fn fill_not_sent(run: &mut Run<'_>, note: &str) {
+    let note: Arc<str> = note.into();
+    for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(RowOutcome::not_sent(note.clone()));
     }
-    run.progress.phase("looking up emails");
-    run.progress.add_work(d.emails.len() as u64);
-    let progress = &run.progress;
-    let resolved = resolver.resolve_all(&d.emails, conc(client), || progress.inc(1)).await;
-    let mut settle_err = None;
-    d.apply_emails(&resolved, &mut |d, s| {
-        if settle_err.is_none() {
-            settle_err = run.record(d, s).err();
-        }
-    });
-    settle_err.map_or(Ok(()), Err)
 }
 
 /// Every input folder holding a `manifest.json` must be an intact
@@ -419,144 +422,6 @@ fn strict_check(
     Err(ImportError::Strict(invalid, opts.report.clone()))
 }
 
-/// List the site's desks when rows name desks (or `--prune` may unlink
-/// any), and resolve every row's desk to the site's id. Returns the list.
-async fn resolve_desks(
-    client: &Client,
-    d: &mut Desired,
-    run: &mut Run<'_>,
-) -> Result<Result<Option<Vec<ServiceDesk>>, ApiError>, ImportError> {
-    let named = d.orgs.iter().any(|o| !o.desks.is_empty());
-    let pruning = run.opts.prune && d.kinds.contains(&Kind::ServiceDesks);
-    if !named && !pruning {
-        return Ok(Ok(None));
-    }
-    let listed = match client.all_service_desks().await {
-        Ok(listed) => listed.value,
-        Err(e) => return Ok(Err(e)),
-    };
-    let directory = DeskDirectory::new(&listed);
-    let mut settle_err = None;
-    desks::resolve_desks(d, &directory, &mut |d, s| {
-        if settle_err.is_none() {
-            settle_err = run.record(d, s).err();
-        }
-    });
-    if let Some(e) = settle_err {
-        return Err(e);
-    }
-    Ok(Ok(Some(listed)))
-}
-
-/// Read members, property keys and values, and desk links as the plan needs.
-async fn read_live(
-    client: &Client,
-    d: &Desired,
-    run: &mut Run<'_>,
-    site_desks: Option<Vec<ServiceDesk>>,
-) -> Result<Live, ApiError> {
-    let reads = plan::reads(d, run.opts.prune);
-    let members: Vec<ReadTask> = reads.members.iter().map(|&(i, id)| ReadTask::Members(i, id)).collect();
-    let keys: Vec<ReadTask> = reads.property_keys.iter().map(|&(i, id)| ReadTask::PropertyKeys(i, id)).collect();
-    let mut desks = reads.desks.clone();
-    let mut live = Live::default();
-    if reads.all_desks {
-        let all = match site_desks {
-            Some(listed) => listed,
-            None => client.all_service_desks().await?.value,
-        };
-        for desk in all {
-            if let Some(key) = desk.project_key {
-                live.desk_keys.insert(desk.id.clone(), key);
-            }
-            if !desks.contains(&desk.id) {
-                desks.push(desk.id);
-            }
-        }
-    }
-    let desks: Vec<ReadTask> = desks.into_iter().map(ReadTask::Desk).collect();
-    // Each kind of read is its own endpoint, paced on its own: interleaved,
-    // they all go at once instead of one endpoint after the other.
-    let tasks = interleave(vec![members, keys, desks]);
-    run.progress.phase("reading site");
-    run.progress.add_work(tasks.len() as u64);
-    fold_reads(client, d, tasks, &mut live, &run.progress).await?;
-    Ok(live)
-}
-
-/// Round-robin over `lists`: one of each in turn while any is left.
-fn interleave(lists: Vec<Vec<ReadTask>>) -> Vec<ReadTask> {
-    let total = lists.iter().map(Vec::len).sum();
-    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
-        out.extend(iters.iter_mut().filter_map(Iterator::next));
-    }
-    out
-}
-
-/// Run `tasks` and fold their answers into `live`. The values of an
-/// organization's listed keys are read as soon as its keys arrive, ahead of
-/// the remaining first reads (a follow-up lane), so that the value endpoint
-/// works alongside the others.
-async fn fold_reads(
-    client: &Client,
-    d: &Desired,
-    tasks: Vec<ReadTask>,
-    live: &mut Live,
-    progress: &Progress,
-) -> Result<(), ApiError> {
-    use futures::stream::{self, PollNext};
-    let mut outstanding = tasks.len();
-    let (follow, follow_ups) = futures::channel::mpsc::unbounded::<ReadTask>();
-    let tasks = stream::select_with_strategy(follow_ups, stream::iter(tasks), |_: &mut ()| PollNext::Left);
-    let mut stream = Box::pin(executor::read(client.clone(), tasks, conc(client)));
-    while outstanding > 0 {
-        let Some(done) = stream.next().await else { break };
-        outstanding -= 1;
-        progress.inc(1);
-        if let ReadDone::PropertyKeys(i, Ok(keys)) = &done {
-            for (i, id, key) in plan::value_reads_of(d, *i, keys) {
-                follow.unbounded_send(ReadTask::PropertyValue(i, id, key)).expect("the reads outlive the follow-ups");
-                outstanding += 1;
-                progress.add_work(1);
-            }
-        }
-        match done {
-            ReadDone::Members(i, r) => {
-                let r = classify(r)?.map(|(ids, emails)| {
-                    live.member_emails.insert(i, emails);
-                    ids
-                });
-                live.members.insert(i, r);
-            }
-            ReadDone::PropertyKeys(i, r) => {
-                live.property_keys.insert(i, classify(r)?);
-            }
-            ReadDone::PropertyValue(i, key, r) => {
-                live.property_values.insert((i, key), classify(r)?);
-            }
-            ReadDone::Desk(desk, Err(e)) if e.is_not_found() => {
-                live.desks.insert(desk.clone(), Err(format!("service desk {desk} not found ({e})").into()));
-            }
-            ReadDone::Desk(desk, r) => {
-                live.desks.insert(desk, classify(r)?);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A fatal error (401/403) or an abort ends the run; any other failure only
-/// fails the rows that depend on that read.
-fn classify<T>(r: Result<T, ApiError>) -> Result<Result<T, plan::ReadError>, ApiError> {
-    match r {
-        Ok(v) => Ok(Ok(v)),
-        Err(e) if e.is_fatal() || matches!(e.kind, ErrorKind::Aborted(_)) => Err(e),
-        Err(e) => Ok(Err(Arc::from(e.to_string()))),
-    }
-}
-
 /// The site could not even be listed: every row fails, exit 3.
 fn abort_before_rows(
     input: &InputSet,
@@ -597,10 +462,7 @@ fn finish_aborted(
     started: Instant,
 ) -> Result<Summary, ImportError> {
     let message = abort_message(e);
-    let note: Arc<str> = format!("not sent: {message}").into();
-    for o in run.outcomes.iter_mut().filter(|o| o.is_none()) {
-        *o = Some(RowOutcome::not_sent(note.clone()));
-    }
+    fill_not_sent(&mut run, &format!("not sent: {message}"));
     let summary = write_final(input, d, run, counters, started)?;
     Err(ImportError::Aborted { message, summary: Box::new(summary) })
 }
@@ -704,19 +566,5 @@ fn plain_row(row: &crate::input::Row, tables: Option<(&Desired, &Vec<Option<u64>
         http_status: None,
         attempts: 0,
         message: String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_of_each_endpoint_take_turns() {
-        let m = |i| ReadTask::Members(i, u64::from(i));
-        let k = |i| ReadTask::PropertyKeys(i, u64::from(i));
-        let got = interleave(vec![vec![m(0), m(1), m(2)], vec![k(0)], vec![ReadTask::Desk("9".into())]]);
-        assert_eq!(got, vec![m(0), k(0), ReadTask::Desk("9".into()), m(1), m(2)]);
-        assert!(interleave(vec![vec![], vec![]]).is_empty());
     }
 }
