@@ -16,7 +16,7 @@ use url::Url;
 use crate::api::client::check_site;
 use crate::api::RetryPolicy;
 use crate::api::{Auth, ClientConfig};
-use crate::cli::{Cli, Command, CompletionShell, ConnArgs, FormatArg};
+use crate::cli::{Cli, Command, CompletionShell, ConnArgs, ExportArgs, FormatArg, ImportArgs, SandboxArgs};
 use crate::sandbox::{SandboxConfig, SandboxCredentials};
 use crate::snapshot::{DiffOptions, ExportOptions, Format};
 use crate::throttle::ThrottleConfig;
@@ -139,110 +139,116 @@ impl Settings {
     pub fn from_cli(cli: Cli, env: &Env, progress_tty: bool) -> Result<Settings, UsageError> {
         let progress = progress_tty && !cli.quiet;
         let verbosity = if cli.quiet { 0 } else { 1 + cli.verbose };
-        let mut json = false;
-        let task = match cli.command {
+        let (task, json) = match cli.command {
             Command::Export(a) => {
-                json = a.conn.json;
-                let conn = connection(&a.conn, env)?;
-                if a.service_desks.iter().any(|d| d.trim().is_empty()) {
-                    return usage("--service-desk needs a service desk id");
-                }
-                let opts = ExportOptions {
-                    out: a.out,
-                    format: match a.format {
-                        FormatArg::Jsonl => Format::Jsonl,
-                        FormatArg::Csv => Format::Csv,
-                    },
-                    service_desks: a.service_desks,
-                    overwrite: a.overwrite,
-                    site: conn.site_display.clone(),
-                    progress,
-                    excel: a.excel,
-                    keep: a.keep,
-                };
-                if opts.keep == Some(0) {
-                    return usage("--keep must be at least 1 (the new snapshot)");
-                }
-                if opts.excel && opts.format != Format::Csv {
-                    return usage("--excel needs --format csv");
-                }
-                Task::Export { conn, opts }
+                let json = a.conn.json;
+                (export_task(a, env, progress)?, json)
             }
             Command::Import(a) => {
-                json = a.conn.json;
-                let conn = connection(&a.conn, env)?;
-                let chunk_size =
-                    NonZeroUsize::new(a.chunk_size).filter(|n| n.get() <= MAX_CHUNK_SIZE).ok_or_else(|| {
-                        UsageError(format!("--chunk-size must be 1..={MAX_CHUNK_SIZE}, got {}", a.chunk_size))
-                    })?;
-                let report = a.report.unwrap_or_else(default_report_path);
-                Task::Import {
-                    conn,
-                    opts: ImportOptions {
-                        paths: a.paths,
-                        dry_run: a.dry_run,
-                        report,
-                        prune: a.prune,
-                        strict: a.strict,
-                        allow_edited: a.allow_edited,
-                        chunk_size,
-                        progress,
-                        create_customers: a.create_customers,
-                    },
-                }
+                let json = a.conn.json;
+                (import_task(a, env, progress)?, json)
             }
-            Command::Sandbox(a) => {
-                let listen: SocketAddr = a.listen.parse().map_err(|_| {
-                    UsageError(format!("--listen {:?} is not an address like 127.0.0.1:8080", a.listen))
-                })?;
-                if !listen.ip().is_loopback() {
-                    return usage("the sandbox only listens on loopback addresses (127.0.0.0/8 or ::1)");
-                }
-                if !(0.0..=1.0).contains(&a.fail_rate) {
-                    return usage("--fail-rate must be between 0 and 1");
-                }
-                if let Some(r) = a.rate_limit {
-                    if !(r.is_finite() && r > 0.0) {
-                        return usage("--rate-limit must be a positive number");
-                    }
-                }
-                if a.page_cap == 0 {
-                    return usage("--page-cap must be at least 1");
-                }
-                let endpoint_limits = crate::sandbox::EndpointLimits::parse(&a.endpoint_limits)
-                    .map_err(|e| UsageError(format!("--endpoint-limits: {e}")))?;
-                Task::Sandbox(SandboxConfig {
-                    listen,
-                    seed: a.seed,
-                    service_desks: a.service_desks.into_iter().filter(|d| !d.trim().is_empty()).collect(),
-                    latency: Duration::from_millis(a.latency_ms),
-                    rate_limit: a.rate_limit,
-                    endpoint_limits,
-                    fail_rate: a.fail_rate,
-                    page_cap: a.page_cap,
-                    credentials: SandboxCredentials::from_env(),
-                    customers: a.customers,
-                })
-            }
-            Command::Demo(a) => Task::Demo { dir: a.dir, progress },
-            Command::Verify(a) => {
-                json = a.json;
-                Task::Verify { dir: a.dir }
-            }
+            Command::Sandbox(a) => (Task::Sandbox(sandbox_config(a)?), false),
+            Command::Demo(a) => (Task::Demo { dir: a.dir, progress }, false),
+            Command::Verify(a) => (Task::Verify { dir: a.dir }, a.json),
             Command::Diff(a) => {
-                json = a.json;
-                Task::Diff(DiffOptions { old: a.old, new: a.new, report: a.report, across_sites: a.across_sites })
+                let opts = DiffOptions { old: a.old, new: a.new, report: a.report, across_sites: a.across_sites };
+                (Task::Diff(opts), a.json)
             }
-            Command::Completions(a) => Task::Completions(match a.shell {
-                CompletionShell::Bash => CompletionTarget::Shell(clap_complete::Shell::Bash),
-                CompletionShell::Zsh => CompletionTarget::Shell(clap_complete::Shell::Zsh),
-                CompletionShell::Fish => CompletionTarget::Shell(clap_complete::Shell::Fish),
-                CompletionShell::Powershell => CompletionTarget::Shell(clap_complete::Shell::PowerShell),
-                CompletionShell::Elvish => CompletionTarget::Shell(clap_complete::Shell::Elvish),
-                CompletionShell::Man => CompletionTarget::Man,
-            }),
+            Command::Completions(a) => (Task::Completions(completion_target(a.shell)), false),
         };
         Ok(Settings { task, verbosity, quiet: cli.quiet, json })
+    }
+}
+
+fn export_task(a: ExportArgs, env: &Env, progress: bool) -> Result<Task, UsageError> {
+    let conn = connection(&a.conn, env)?;
+    if a.service_desks.iter().any(|d| d.trim().is_empty()) {
+        return usage("--service-desk needs a service desk id");
+    }
+    if a.keep == Some(0) {
+        return usage("--keep must be at least 1 (the new snapshot)");
+    }
+    let format = match a.format {
+        FormatArg::Jsonl => Format::Jsonl,
+        FormatArg::Csv => Format::Csv,
+    };
+    if a.excel && format != Format::Csv {
+        return usage("--excel needs --format csv");
+    }
+    let opts = ExportOptions {
+        out: a.out,
+        format,
+        service_desks: a.service_desks,
+        overwrite: a.overwrite,
+        site: conn.site_display.clone(),
+        progress,
+        excel: a.excel,
+        keep: a.keep,
+    };
+    Ok(Task::Export { conn, opts })
+}
+
+fn import_task(a: ImportArgs, env: &Env, progress: bool) -> Result<Task, UsageError> {
+    let conn = connection(&a.conn, env)?;
+    let chunk_size = NonZeroUsize::new(a.chunk_size)
+        .filter(|n| n.get() <= MAX_CHUNK_SIZE)
+        .ok_or_else(|| UsageError(format!("--chunk-size must be 1..={MAX_CHUNK_SIZE}, got {}", a.chunk_size)))?;
+    let opts = ImportOptions {
+        paths: a.paths,
+        dry_run: a.dry_run,
+        report: a.report.unwrap_or_else(default_report_path),
+        prune: a.prune,
+        strict: a.strict,
+        allow_edited: a.allow_edited,
+        chunk_size,
+        progress,
+        create_customers: a.create_customers,
+    };
+    Ok(Task::Import { conn, opts })
+}
+
+fn sandbox_config(a: SandboxArgs) -> Result<SandboxConfig, UsageError> {
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .map_err(|_| UsageError(format!("--listen {:?} is not an address like 127.0.0.1:8080", a.listen)))?;
+    if !listen.ip().is_loopback() {
+        return usage("the sandbox only listens on loopback addresses (127.0.0.0/8 or ::1)");
+    }
+    if !(0.0..=1.0).contains(&a.fail_rate) {
+        return usage("--fail-rate must be between 0 and 1");
+    }
+    if a.rate_limit.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return usage("--rate-limit must be a positive number");
+    }
+    if a.page_cap == 0 {
+        return usage("--page-cap must be at least 1");
+    }
+    let endpoint_limits = crate::sandbox::EndpointLimits::parse(&a.endpoint_limits)
+        .map_err(|e| UsageError(format!("--endpoint-limits: {e}")))?;
+    Ok(SandboxConfig {
+        listen,
+        seed: a.seed,
+        service_desks: a.service_desks.into_iter().filter(|d| !d.trim().is_empty()).collect(),
+        latency: Duration::from_millis(a.latency_ms),
+        rate_limit: a.rate_limit,
+        endpoint_limits,
+        fail_rate: a.fail_rate,
+        page_cap: a.page_cap,
+        credentials: SandboxCredentials::from_env(),
+        customers: a.customers,
+    })
+}
+
+fn completion_target(shell: CompletionShell) -> CompletionTarget {
+    match shell {
+        CompletionShell::Bash => CompletionTarget::Shell(clap_complete::Shell::Bash),
+        CompletionShell::Zsh => CompletionTarget::Shell(clap_complete::Shell::Zsh),
+        CompletionShell::Fish => CompletionTarget::Shell(clap_complete::Shell::Fish),
+        CompletionShell::Powershell => CompletionTarget::Shell(clap_complete::Shell::PowerShell),
+        CompletionShell::Elvish => CompletionTarget::Shell(clap_complete::Shell::Elvish),
+        CompletionShell::Man => CompletionTarget::Man,
     }
 }
 

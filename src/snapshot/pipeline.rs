@@ -305,107 +305,134 @@ impl Reader {
     /// Take one finished job, queueing what it leads to.
     fn take(&mut self, done: Done, q: &mut Queue, shared: &Mutex<HashSet<u64>>) -> Result<(), ExportError> {
         match done {
-            Done::OrgPage { start, page } => {
-                let fresh = self
-                    .org_pager
-                    .accept(start, page.values, page.is_last_page, |o| o.id)
-                    .map_err(|u| unstable("the organization list (GET /organization)", u))?;
-                for org in fresh {
-                    let id = org.id;
-                    // A list that fits one page is not deduplicated by the
-                    // pager; an id listed twice is still read once.
-                    if let Entry::Vacant(slot) = self.orgs.entry(id) {
-                        slot.insert(OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
-                        self.progress.add_work(1);
-                        q.work(Job::Members { org: id, start: 0 });
-                        q.work(Job::PropertyKeys { org: id });
-                    }
-                }
-                if let Some(start) = self.org_pager.next_start() {
-                    q.chain(Job::OrgPage { start });
-                }
-            }
-            Done::Members { org, start, page } => {
-                let Some(entry) = self.orgs.get_mut(&org) else {
-                    return Ok(());
-                };
-                let mut pager =
-                    if start == 0 { Pager::new() } else { self.member_pagers.remove(&org).unwrap_or_default() };
-                let fresh =
-                    pager.accept(start, page.values, page.is_last_page, |u| u.account_id.clone()).map_err(|u| {
-                        unstable(&format!("the members of organization {org} (GET /organization/{org}/user)"), u)
-                    })?;
-                entry.members.extend(fresh);
-                match pager.next_start() {
-                    Some(start) => {
-                        self.member_pagers.insert(org, pager);
-                        q.chain(Job::Members { org, start });
-                    }
-                    None => self.org_done(org),
-                }
-            }
-            Done::PropertyKeys { org, mut keys } => {
-                let Some(entry) = self.orgs.get_mut(&org) else {
-                    return Ok(());
-                };
-                keys.sort_unstable();
-                keys.dedup();
-                entry.pending += keys.len();
-                // Values finish an organization already started: they go
-                // ahead of new organizations' first reads, so organizations
-                // complete (and the progress bar moves) steadily.
-                for key in keys {
-                    q.chain(Job::Property { org, key });
-                }
-                self.org_done(org);
+            Done::OrgPage { start, page } => self.take_org_page(start, page, q),
+            Done::Members { org, start, page } => self.take_members(org, start, page, q),
+            Done::PropertyKeys { org, keys } => {
+                self.take_property_keys(org, keys, q);
+                Ok(())
             }
             Done::Property { org, key, value } => {
                 if let (Some(entry), Some(value)) = (self.orgs.get_mut(&org), value) {
                     entry.properties.push((key, value));
                 }
                 self.org_done(org);
+                Ok(())
             }
-            Done::OrgGone { org } => self.vanish(org, shared),
-            Done::Skipped => {}
-            Done::DeskList { start, page } => {
-                let fresh = self
-                    .desk_pager
-                    .accept(start, page.values, page.is_last_page, |d| d.id.clone())
-                    .map_err(|u| unstable("the service desk list (GET /servicedesk)", u))?;
-                for desk in fresh {
-                    let info = DeskInfo { project_key: desk.project_key, project_name: desk.project_name };
-                    self.desk_info.insert(desk.id.clone(), info);
-                    if !self.named_desks {
-                        self.add_desk(desk.id, false, q);
-                    }
-                }
-                if let Some(start) = self.desk_pager.next_start() {
-                    q.chain(Job::DeskList { start });
-                }
+            Done::OrgGone { org } => {
+                self.vanish(org, shared);
+                Ok(())
             }
-            Done::DeskPage { desk, start, page } => {
-                let state = &mut self.desks[desk];
-                let fresh = state.pager.accept(start, page.values, page.is_last_page, |o| o.id).map_err(|u| {
-                    let id = &state.id;
-                    unstable(&format!("the organizations of service desk {id} (GET /servicedesk/{id}/organization)"), u)
-                })?;
-                state.orgs.extend(fresh.into_iter().map(|o| o.id));
-                if let Some(start) = state.pager.next_start() {
-                    q.chain(Job::DeskPage { desk, id: state.id.clone(), start });
-                }
-            }
-            Done::DeskGone { desk } => {
-                let state = &mut self.desks[desk];
-                if state.named {
-                    return Err(ExportError::UnknownServiceDesk(state.id.clone()));
-                }
-                tracing::warn!(
-                    service_desk = %state.id,
-                    "service desk deleted while the export ran: its links are left out"
-                );
-                state.gone = true;
+            Done::Skipped => Ok(()),
+            Done::DeskList { start, page } => self.take_desk_list(start, page, q),
+            Done::DeskPage { desk, start, page } => self.take_desk_page(desk, start, page, q),
+            Done::DeskGone { desk } => self.desk_gone(desk),
+        }
+    }
+
+    fn take_org_page(&mut self, start: u64, page: Page<Organization>, q: &mut Queue) -> Result<(), ExportError> {
+        let fresh = self
+            .org_pager
+            .accept(start, page.values, page.is_last_page, |o| o.id)
+            .map_err(|u| unstable("the organization list (GET /organization)", u))?;
+        for org in fresh {
+            let id = org.id;
+            // A list that fits one page is not deduplicated by the
+            // pager; an id listed twice is still read once.
+            if let Entry::Vacant(slot) = self.orgs.entry(id) {
+                slot.insert(OrgEntry { org, members: Vec::new(), properties: Vec::new(), pending: 2 });
+                self.progress.add_work(1);
+                q.work(Job::Members { org: id, start: 0 });
+                q.work(Job::PropertyKeys { org: id });
             }
         }
+        if let Some(start) = self.org_pager.next_start() {
+            q.chain(Job::OrgPage { start });
+        }
+        Ok(())
+    }
+
+    fn take_members(&mut self, org: u64, start: u64, page: Page<User>, q: &mut Queue) -> Result<(), ExportError> {
+        let Some(entry) = self.orgs.get_mut(&org) else {
+            return Ok(());
+        };
+        let mut pager = if start == 0 { Pager::new() } else { self.member_pagers.remove(&org).unwrap_or_default() };
+        let fresh = pager
+            .accept(start, page.values, page.is_last_page, |u| u.account_id.clone())
+            .map_err(|u| unstable(&format!("the members of organization {org} (GET /organization/{org}/user)"), u))?;
+        entry.members.extend(fresh);
+        match pager.next_start() {
+            Some(start) => {
+                self.member_pagers.insert(org, pager);
+                q.chain(Job::Members { org, start });
+            }
+            None => self.org_done(org),
+        }
+        Ok(())
+    }
+
+    fn take_property_keys(&mut self, org: u64, mut keys: Vec<String>, q: &mut Queue) {
+        let Some(entry) = self.orgs.get_mut(&org) else {
+            return;
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        entry.pending += keys.len();
+        // Values finish an organization already started: they go
+        // ahead of new organizations' first reads, so organizations
+        // complete (and the progress bar moves) steadily.
+        for key in keys {
+            q.chain(Job::Property { org, key });
+        }
+        self.org_done(org);
+    }
+
+    fn take_desk_list(&mut self, start: u64, page: Page<ServiceDesk>, q: &mut Queue) -> Result<(), ExportError> {
+        let fresh = self
+            .desk_pager
+            .accept(start, page.values, page.is_last_page, |d| d.id.clone())
+            .map_err(|u| unstable("the service desk list (GET /servicedesk)", u))?;
+        for desk in fresh {
+            let info = DeskInfo { project_key: desk.project_key, project_name: desk.project_name };
+            self.desk_info.insert(desk.id.clone(), info);
+            if !self.named_desks {
+                self.add_desk(desk.id, false, q);
+            }
+        }
+        if let Some(start) = self.desk_pager.next_start() {
+            q.chain(Job::DeskList { start });
+        }
+        Ok(())
+    }
+
+    fn take_desk_page(
+        &mut self,
+        desk: usize,
+        start: u64,
+        page: Page<Organization>,
+        q: &mut Queue,
+    ) -> Result<(), ExportError> {
+        let state = &mut self.desks[desk];
+        let fresh = state.pager.accept(start, page.values, page.is_last_page, |o| o.id).map_err(|u| {
+            let id = &state.id;
+            unstable(&format!("the organizations of service desk {id} (GET /servicedesk/{id}/organization)"), u)
+        })?;
+        state.orgs.extend(fresh.into_iter().map(|o| o.id));
+        if let Some(start) = state.pager.next_start() {
+            q.chain(Job::DeskPage { desk, id: state.id.clone(), start });
+        }
+        Ok(())
+    }
+
+    fn desk_gone(&mut self, desk: usize) -> Result<(), ExportError> {
+        let state = &mut self.desks[desk];
+        if state.named {
+            return Err(ExportError::UnknownServiceDesk(state.id.clone()));
+        }
+        tracing::warn!(
+            service_desk = %state.id,
+            "service desk deleted while the export ran: its links are left out"
+        );
+        state.gone = true;
         Ok(())
     }
 
