@@ -1,5 +1,5 @@
 //! Snapshot records: the rows of `organizations`, `members`, `properties` and
-//! `service_desks` files exactly as DESIGN.md names their fields.
+//! `service_desks` files exactly as the README documents their fields.
 //!
 //! Owns the on-disk shape shared by `export` (writes them), `sandbox --seed`
 //! (reads them) and `import` (restores them). It must not know about HTTP or

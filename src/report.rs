@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::escape_formula;
 use crate::throttle::{CounterSnapshot, EndpointLoad};
 
-/// A row's outcome, as DESIGN.md names them.
+/// A row's outcome, as the README names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -94,7 +94,7 @@ impl RowOutcome {
     }
 }
 
-/// One line of the report, in the column order of DESIGN.md.
+/// One line of the report, in the column order the README documents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportRow {
     pub source: String,

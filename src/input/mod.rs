@@ -4,7 +4,7 @@
 //!
 //! It owns the file formats (CSV with a header, JSONL), the column
 //! vocabulary, a row's kind and action, and every per-row validation rule
-//! of DESIGN.md, so that the planner only ever sees well-formed rows and the
+//! of the README, so that the planner only ever sees well-formed rows and the
 //! report can name file, line and field for the rest. It must not talk to
 //! the site, hold a whole file in memory, or keep state between two passes:
 //! [`InputSet::rows`] is streamed once for planning and again for the ordered
