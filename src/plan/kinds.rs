@@ -101,15 +101,8 @@ pub(super) fn members(
     if members.is_empty() && !prune {
         return;
     }
-    let current = match if is_new { Ok(None) } else { lookup(&ctx.live.members, idx).map(Some) } {
-        Ok(current) => current,
-        Err(e) => {
-            for (id, w) in &members {
-                out.read_failed(&w.rows, id, &e);
-            }
-            return;
-        }
-    };
+    let wants = members.iter().map(|(id, w)| (&**id, &w.rows));
+    let Some(current) = live_or_fail(out, &ctx.live.members, is_new, wants) else { return };
     let empty = HashSet::new();
     let current = current.unwrap_or(&empty);
     let no_emails = HashMap::new();
@@ -176,15 +169,8 @@ pub(super) fn properties(
     if props.is_empty() && !prune {
         return;
     }
-    let keys = match if is_new { Ok(None) } else { lookup(&ctx.live.property_keys, idx).map(Some) } {
-        Ok(keys) => keys,
-        Err(e) => {
-            for (k, w) in props {
-                out.read_failed(&w.rows, k, &e);
-            }
-            return;
-        }
-    };
+    let wants = props.iter().map(|(k, w)| (k.as_str(), &w.rows));
+    let Some(keys) = live_or_fail(out, &ctx.live.property_keys, is_new, wants) else { return };
     let empty = BTreeSet::new();
     let keys = keys.unwrap_or(&empty);
     for (key, w) in props {
@@ -267,12 +253,28 @@ fn rows_of(v: &[RowIdx]) -> Rows {
     rows
 }
 
-fn lookup<T>(m: &HashMap<OrgIdx, Result<T, ReadError>>, idx: OrgIdx) -> Result<&T, ReadError> {
-    match m.get(&idx) {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(e.clone()),
-        None => Err("the site's current state was not read".into()),
+/// The live state read for this organization: `Some(None)` for one this run
+/// creates (nothing to read), `Some(Some(..))` when read. When the read
+/// failed (or never happened), every wanted row fails with why, and `None`
+/// says there is nothing left to plan.
+fn live_or_fail<'l, 'w, T>(
+    out: &mut Out<'_>,
+    read: &'l HashMap<OrgIdx, Result<T, ReadError>>,
+    is_new: bool,
+    wants: impl IntoIterator<Item = (&'w str, &'w Rows)>,
+) -> Option<Option<&'l T>> {
+    if is_new {
+        return Some(None);
     }
+    let e = match read.get(&out.org) {
+        Some(Ok(v)) => return Some(Some(v)),
+        Some(Err(e)) => e.clone(),
+        None => ReadError::from("the site's current state was not read"),
+    };
+    for (target, rows) in wants {
+        out.read_failed(rows, target, &e);
+    }
+    None
 }
 
 fn chunk(ops: &mut Vec<Op>, org: OrgIdx, add: bool, changes: Vec<MemberChange>, size: usize) {
