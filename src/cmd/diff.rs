@@ -22,17 +22,11 @@ pub fn run(opts: &DiffOptions, json: bool) -> Result<Exit, Error> {
             Ok(exit)
         }
         Err(e) => {
+            let err = Error::from(e);
             if json {
-                let value = serde_json::json!({
-                    "command": "diff",
-                    "old": opts.old,
-                    "new": opts.new,
-                    "exit_code": Exit::Usage.code(),
-                    "error": e.to_string(),
-                });
-                println!("{value}");
+                super::print_failure_json("diff", &err, serde_json::json!({"old": opts.old, "new": opts.new}));
             }
-            Err(e.into())
+            Err(err)
         }
     }
 }

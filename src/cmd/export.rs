@@ -13,19 +13,14 @@ pub async fn run(conn: Connection, opts: ExportOptions, json: bool) -> Result<Ex
     if let Ok(summary) = &result {
         eprint!("{summary}");
     }
+    let result = result.map_err(Error::from);
     if json {
-        let value = match &result {
-            Ok(summary) => summary_json(summary),
-            Err(e) => serde_json::json!({
-                "command": "export",
-                "exit_code": e.exit_code(),
-                "error": e.to_string(),
-                "out": opts.out,
-            }),
-        };
-        println!("{value}");
+        match &result {
+            Ok(summary) => println!("{}", summary_json(summary)),
+            Err(e) => super::print_failure_json("export", e, serde_json::json!({"out": opts.out})),
+        }
     }
-    result.map(|_| Exit::Ok).map_err(Error::from)
+    result.map(|_| Exit::Ok)
 }
 
 /// The `--json` object of a complete export.

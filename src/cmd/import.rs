@@ -16,24 +16,21 @@ pub async fn run(conn: Connection, opts: ImportOptions, json: bool) -> Result<Ex
 /// Print an import's summary (stderr; with `json`, also one JSON object on
 /// stdout) and turn its result into an [`Exit`].
 pub fn finish(result: Result<Summary, ImportError>, json: bool) -> Result<Exit, Error> {
+    let result = result.map_err(Error::from);
     let (summary, exit) = match &result {
-        Ok(summary) => (Some(summary), if summary.incomplete() { Exit::Failed } else { Exit::Ok }),
-        Err(ImportError::Aborted { summary, .. }) => (Some(&**summary), Exit::Aborted),
+        Ok(s) => (Some(s), if s.incomplete() { Exit::Failed } else { Exit::Ok }),
+        Err(e @ Error::Import(ImportError::Aborted { summary, .. })) => (Some(&**summary), e.exit()),
         Err(e) => (None, e.exit()),
     };
-    if let Some(summary) = summary {
-        eprint!("{summary}");
+    if let Some(s) = summary {
+        eprint!("{s}");
     }
     if json {
-        let message = result.as_ref().err().map(|e| e.to_string());
-        let value = match summary {
-            Some(s) => s.to_json(exit, message.as_deref()),
-            None => serde_json::json!({"command": "import", "exit_code": exit.code(), "error": message}),
-        };
-        println!("{value}");
+        match (summary, &result) {
+            (Some(s), _) => println!("{}", s.to_json(exit, result.as_ref().err().map(Error::to_string).as_deref())),
+            (None, Err(e)) => super::print_failure_json("import", e, serde_json::Value::Null),
+            (None, Ok(_)) => unreachable!("a finished import has a summary"),
+        }
     }
-    match result {
-        Ok(_) => Ok(exit),
-        Err(e) => Err(e.into()),
-    }
+    result.map(|_| exit)
 }

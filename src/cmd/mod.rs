@@ -37,6 +37,17 @@ pub async fn run(settings: Settings) -> Result<Exit, Error> {
     }
 }
 
+/// Print the `--json` object of a command that failed without a summary:
+/// its name, the exit code the error maps to, the error, and `context`
+/// (the paths it was given).
+pub fn print_failure_json(command: &str, err: &Error, context: serde_json::Value) {
+    let mut value = serde_json::json!({"command": command, "exit_code": err.exit_code(), "error": err.to_string()});
+    if let (Some(v), serde_json::Value::Object(extra)) = (value.as_object_mut(), context) {
+        v.extend(extra);
+    }
+    println!("{value}");
+}
+
 /// Build the throttle and the client of a connection.
 pub fn connect(conn: &Connection) -> Result<Client, Error> {
     let throttle = Arc::new(Throttle::new(&conn.throttle));

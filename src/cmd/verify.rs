@@ -20,17 +20,11 @@ pub fn run(dir: &Path, json: bool) -> Result<Exit, Error> {
             Ok(exit)
         }
         Err(e) => {
+            let err = Error::from(e);
             if json {
-                let value = serde_json::json!({
-                    "command": "verify",
-                    "snapshot": dir,
-                    "intact": false,
-                    "exit_code": Exit::Usage.code(),
-                    "error": e.to_string(),
-                });
-                println!("{value}");
+                super::print_failure_json("verify", &err, serde_json::json!({"snapshot": dir, "intact": false}));
             }
-            Err(e.into())
+            Err(err)
         }
     }
 }
