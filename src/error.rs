@@ -86,10 +86,6 @@ impl ImportError {
             ImportError::Io { .. } | ImportError::Aborted { .. } => Exit::Aborted,
         }
     }
-
-    pub fn exit_code(&self) -> u8 {
-        self.exit().code()
-    }
 }
 
 impl ExportError {
@@ -99,10 +95,6 @@ impl ExportError {
             ExportError::OutExists(_) | ExportError::BadOut(..) => Exit::Usage,
             _ => Exit::Aborted,
         }
-    }
-
-    pub fn exit_code(&self) -> u8 {
-        self.exit().code()
     }
 }
 
@@ -116,11 +108,11 @@ mod tests {
         let io = || std::io::Error::other("disk full");
         assert_eq!(Error::from(UsageError("x".into())).exit_code(), 2);
         assert_eq!(Error::from(ExportError::OutExists("x".into())).exit_code(), 2);
-        assert_eq!(ExportError::BadOut("x".into(), "why").exit_code(), 2);
-        assert_eq!(ExportError::Io("write".into(), io()).exit_code(), 3);
-        assert_eq!(ExportError::UnknownServiceDesk("9".into()).exit_code(), 3);
-        assert_eq!(ImportError::Strict(3, "r.csv".into()).exit_code(), 2);
-        assert_eq!(ImportError::Io { path: "r.csv".into(), source: io() }.exit_code(), 3);
+        assert_eq!(ExportError::BadOut("x".into(), "why").exit().code(), 2);
+        assert_eq!(ExportError::Io("write".into(), io()).exit().code(), 3);
+        assert_eq!(ExportError::UnknownServiceDesk("9".into()).exit().code(), 3);
+        assert_eq!(ImportError::Strict(3, "r.csv".into()).exit().code(), 2);
+        assert_eq!(ImportError::Io { path: "r.csv".into(), source: io() }.exit().code(), 3);
         assert_eq!(Error::Setup(anyhow::anyhow!("bind")).exit_code(), 3);
         // The worst outcome of several runs is the max.
         assert_eq!(Exit::Ok.max(Exit::Failed), Exit::Failed);

@@ -320,17 +320,17 @@ mod tests {
     #[test]
     fn exit_codes_separate_usage_from_aborts() {
         let io = || std::io::Error::other("disk full");
-        assert_eq!(ExportError::OutExists("x".into()).exit_code(), 2);
-        assert_eq!(ExportError::BadOut("x".into(), "why").exit_code(), 2);
-        assert_eq!(ExportError::Io("write".into(), io()).exit_code(), 3);
-        assert_eq!(ExportError::UnknownServiceDesk("9".into()).exit_code(), 3);
-        assert_eq!(ExportError::Unstable("the list".into(), 9).exit_code(), 3);
+        assert_eq!(ExportError::OutExists("x".into()).exit().code(), 2);
+        assert_eq!(ExportError::BadOut("x".into(), "why").exit().code(), 2);
+        assert_eq!(ExportError::Io("write".into(), io()).exit().code(), 3);
+        assert_eq!(ExportError::UnknownServiceDesk("9".into()).exit().code(), 3);
+        assert_eq!(ExportError::Unstable("the list".into(), 9).exit().code(), 3);
         let api = ApiError {
             kind: crate::api::ErrorKind::Status { status: 401, message: String::new(), retry_after: None },
             attempts: 1,
         };
         let err = ExportError::Api(api);
-        assert_eq!(err.exit_code(), 3);
+        assert_eq!(err.exit().code(), 3);
         assert!(err.to_string().contains("HTTP 401") && err.to_string().contains("JSM_API_TOKEN"), "{err}");
     }
 }

@@ -588,7 +588,7 @@ async fn named_service_desks_limit_the_links() {
     opts.service_desks = vec!["404".into()];
     let err = export(&client, &opts).await.unwrap_err();
     assert!(matches!(err, ExportError::UnknownServiceDesk(ref d) if d == "404"), "{err}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert_eq!(entries(tmp.path()), ["seed", "snap"]);
 }
 
@@ -607,7 +607,7 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     sb.reset_stats();
     let err = export(&client, &common::export_options(&out, Format::Csv, &sb.url())).await.unwrap_err();
     assert!(matches!(err, ExportError::OutExists(ref p) if p == &out), "{err}");
-    assert_eq!(err.exit_code(), 2);
+    assert_eq!(err.exit().code(), 2);
     assert!(err.to_string().contains("--overwrite"), "{err}");
     assert_eq!(sb.stats().total, 0);
     assert!(out.join("stale.txt").exists());
@@ -629,7 +629,7 @@ async fn an_existing_out_is_refused_and_overwrite_replaces_it() {
     let mut opts = common::export_options(&mine, Format::Jsonl, &sb.url());
     opts.overwrite = true;
     let err = export(&client, &opts).await.unwrap_err();
-    assert_eq!(err.exit_code(), 2, "{err}");
+    assert_eq!(err.exit().code(), 2, "{err}");
     assert_eq!(fs::read_to_string(mine.join("thesis.tex")).unwrap(), "precious");
     // Nor a file.
     let file = tmp.path().join("file");
@@ -658,7 +658,7 @@ async fn a_failed_export_leaves_nothing_behind() {
         ExportError::Api(e) => assert_eq!((e.status(), e.attempts), (Some(503), 2)),
         other => panic!("{other}"),
     }
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(entries(&parent).is_empty(), "{:?}", entries(&parent));
 
     // Fails after part of the site was read: org pages fine, then 503s.
@@ -677,7 +677,7 @@ async fn a_failed_export_leaves_nothing_behind() {
     }
     sb.set_faults(jsm_orgs::sandbox::Faults { fail_rate: 1.0, ..Default::default() });
     let err = partial.await.unwrap().unwrap_err();
-    assert_eq!(err.exit_code(), 3, "{err}");
+    assert_eq!(err.exit().code(), 3, "{err}");
     assert!(entries(&parent).is_empty(), "{:?}", entries(&parent));
     assert!(member_reads() >= 5);
 
@@ -696,7 +696,7 @@ async fn a_failed_export_leaves_nothing_behind() {
         ExportError::Api(e) => assert!(e.is_fatal() && e.attempts == 1, "{e:?}"),
         other => panic!("{other}"),
     }
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(sb.stats().total <= 2, "{:?}", sb.stats());
     assert!(entries(&parent).is_empty(), "{:?}", entries(&parent));

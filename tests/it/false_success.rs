@@ -119,7 +119,7 @@ async fn a_login_page_mid_import_aborts_with_a_truthful_report_and_the_rerun_fin
     let c = crate::faults::client(&proxy, crate::faults::Pace { concurrency: 4, ..Default::default() });
     let err = import(&c, &import_options(&m.input, &report)).await.expect_err("the run must not succeed");
     let ImportError::Aborted { message, summary } = &err else { panic!("{err}") };
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(message.contains("HTML page (a login or proxy page?)"), "{message}");
     // Stopped at once: at most the requests already in flight met the page.
     let html = st.html_answers.load(Ordering::SeqCst);
@@ -174,7 +174,7 @@ async fn a_redirect_aborts_and_names_its_location() {
     let input = write(tmp.path(), "orgs.csv", "name\nAcme\n");
     let report = tmp.path().join("r.jsonl");
     let err = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap_err();
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(err.to_string().contains(to), "{err}");
     let rows = read_jsonl_report(&report);
     assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["not_sent"]);
@@ -383,7 +383,7 @@ async fn paging_that_does_not_advance_fails_import_and_export_naming_the_endpoin
         let input = write(tmp.path(), "orgs.csv", "name\nA\n");
         let report = tmp.path().join("r.jsonl");
         let err = import(&client(&server.uri()), &import_options(&input, &report)).await.unwrap_err();
-        assert_eq!(err.exit_code(), 3, "{orgs}");
+        assert_eq!(err.exit().code(), 3, "{orgs}");
         assert!(err.to_string().contains("/rest/servicedeskapi/organization?start="), "{err}");
         assert_eq!(read_jsonl_report(&report)[0].outcome, "not_sent");
         let gets = server.received_requests().await.unwrap().len();
@@ -392,7 +392,7 @@ async fn paging_that_does_not_advance_fails_import_and_export_naming_the_endpoin
         let out = tmp.path().join("snap");
         let err =
             export(&client(&server.uri()), &export_options(&out, Format::Jsonl, &server.uri())).await.unwrap_err();
-        assert_eq!(err.exit_code(), 3);
+        assert_eq!(err.exit().code(), 3);
         assert!(err.to_string().contains("GET /organization"), "{err}");
         assert!(!out.exists(), "no snapshot from a list that was not read to its end");
         assert!(server.received_requests().await.unwrap().len() < gets + 20, "the export stopped");
@@ -429,7 +429,7 @@ async fn a_404_under_a_live_organization_fails_the_export_instead_of_dropping_it
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("snap");
     let err = export(&client(&server.uri()), &export_options(&out, Format::Jsonl, &server.uri())).await.unwrap_err();
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(err.to_string().contains("still exists"), "{err}");
     assert!(!out.exists());
 }
@@ -500,7 +500,7 @@ async fn a_site_that_dies_mid_import_aborts_as_unreachable_and_the_rerun_resumes
     };
     assert!(killed, "the import ended before the site died");
     let err = result.expect_err("a dead site is no success");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(err.to_string().contains("site unreachable"), "{err}");
     let rows = assert_truthful(&report, &sb);
     assert!(rows.iter().any(|r| r.outcome == "not_sent"), "stopped, not retried row by row");
@@ -564,7 +564,7 @@ async fn report_paths_that_would_destroy_or_pollute_input_are_refused_before_any
     for (report, paths, why) in cases {
         let opts = jsm_orgs::settings::ImportOptions { paths, ..import_options(&input, &report) };
         let err = import(&c, &opts).await.expect_err(why);
-        assert_eq!(err.exit_code(), 2, "{err}");
+        assert_eq!(err.exit().code(), 2, "{err}");
         assert!(err.to_string().contains("--report") && err.to_string().contains(why), "{err}");
     }
     assert_eq!(sb.stats().total, 0, "nothing was sent");
@@ -695,7 +695,7 @@ async fn import_while_input_changes(when: &'static str) -> (Sandbox, ImportError
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_changed_while_the_site_is_read_stops_before_any_write() {
     let (sb, err, rows) = import_while_input_changes("GET /rest/servicedeskapi/organization/").await;
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(err.to_string().contains("input changed") && err.to_string().contains("members.csv"), "{err}");
     assert_eq!(sb.stats().writes, 0, "nothing was written");
     assert!(rows.iter().all(|r| r.outcome == "not_sent" || r.outcome == "unchanged" || r.outcome == "failed"));
@@ -705,7 +705,7 @@ async fn an_input_changed_while_the_site_is_read_stops_before_any_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_changed_during_the_writes_still_gets_a_truthful_final_report() {
     let (sb, err, rows) = import_while_input_changes("POST /rest/servicedeskapi/organization").await;
-    assert_eq!(err.exit_code(), 3, "never 2 once writes were sent");
+    assert_eq!(err.exit().code(), 3, "never 2 once writes were sent");
     assert!(err.to_string().contains("input changed"), "{err}");
     assert!(sb.stats().writes > 0);
     assert!(rows.iter().any(|r| r.outcome == "created"), "{rows:?}");
@@ -723,7 +723,7 @@ async fn an_export_that_meets_a_login_page_fails_and_leaves_no_snapshot() {
     let (proxy_url, st) = login_proxy(&sb.url(), 15).await;
     let out = tmp.path().join("snap");
     let err = export(&client(&proxy_url), &export_options(&out, Format::Jsonl, &proxy_url)).await.unwrap_err();
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit().code(), 3);
     assert!(err.to_string().contains("HTML page"), "{err}");
     assert!(!out.exists(), "no snapshot that looks complete");
     assert!(st.html_answers.load(Ordering::SeqCst) <= 16, "stopped at once");
