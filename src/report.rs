@@ -310,7 +310,12 @@ impl Summary {
     pub fn tally(&mut self, row: &ReportRow) {
         self.count(row.outcome);
         if !row.kind.is_empty() {
-            *self.by_kind.entry(row.kind.clone()).or_default().entry(row.outcome).or_default() += 1;
+            // One entry per kind: the kind's name is copied once, not per row.
+            if !self.by_kind.contains_key(&row.kind) {
+                self.by_kind.insert(row.kind.clone(), BTreeMap::new());
+            }
+            let counts = self.by_kind.get_mut(&row.kind).expect("inserted above");
+            *counts.entry(row.outcome).or_default() += 1;
         }
         match row.outcome {
             Outcome::Planned => *self.planned.entry((row.kind.clone(), row.action.clone())).or_default() += 1,
