@@ -178,13 +178,14 @@ pub(super) fn properties(
             out.conflict(&w.rows, key, &format!("property {key:?}"));
             continue;
         }
-        let set = Op::SetProperty { org: idx, key: key.clone(), value: w.value.clone(), rows: w.rows.clone() };
+        // Built only when sent: an unchanged value is not copied.
+        let set = || Op::SetProperty { org: idx, key: key.clone(), value: w.value.clone(), rows: w.rows.clone() };
         match (w.action, keys.contains(key)) {
-            (Action::Set, false) => p.ops.push(set),
+            (Action::Set, false) => p.ops.push(set()),
             (Action::Set, true) => match ctx.live.property_values.get(&(idx, key.clone())) {
                 Some(Ok(Some(v))) if *v == w.value => out.unchanged(&w.rows, key, "same value"),
                 Some(Err(e)) => out.read_failed(&w.rows, key, e),
-                _ => p.ops.push(set),
+                _ => p.ops.push(set()),
             },
             (_, true) => p.ops.push(Op::DeleteProperty { org: idx, key: key.clone(), rows: Some(w.rows.clone()) }),
             (_, false) => out.unchanged(&w.rows, key, "no such property"),
